@@ -1,0 +1,102 @@
+"""Elman cell: h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), f = tanh or relu.
+
+Same layout and conventions as the LSTM kernels; `gates` caches h_t itself
+(the activated pre-activation), which is all BPTT needs for f'.
+"""
+
+import numpy as np
+from numba import prange
+
+from ._jit import kernel, parallel_kernel
+from .activations import tanh
+from .sequence import accumulate_param_grads, chunk_bounds, time_index
+
+
+@kernel
+def _forward_rows(start, stop, w_hh_t, bias, h0, lengths, reverse, use_relu,
+                  gates, h_prev, out, h_n):
+    n_steps = gates.shape[0]
+    hidden = h0.shape[1]
+    h = h0[start:stop].copy()
+    recurrent = np.empty_like(h)
+    for step in range(n_steps):
+        t = time_index(step, n_steps, reverse)
+        h_prev[t, start:stop] = h
+        np.dot(h, w_hh_t, recurrent)
+        for row in range(stop - start):
+            b = start + row
+            if t >= lengths[b]:
+                out[t, b] = 0.0
+                continue
+            g_row = gates[t, b]
+            for j in range(hidden):
+                pre = g_row[j] + recurrent[row, j] + bias[j]
+                if use_relu:
+                    h_new = pre if (pre > 0.0 or pre != pre) else 0.0  # NaN propagates, like torch
+                else:
+                    h_new = tanh(pre)
+                g_row[j] = h_new
+                h[row, j] = h_new
+                out[t, b, j] = h_new
+    h_n[start:stop] = h
+
+
+@parallel_kernel
+def elman_forward(x, w_ih_t, w_hh_t, bias, h0, lengths, reverse, use_relu, n_chunks,
+                  gates, h_prev, out, h_n):
+    """Forward over the whole sequence; bias = b_ih + b_hh (H,)."""
+    n_steps, batch, width = gates.shape
+    np.dot(x, w_ih_t, gates.reshape(n_steps * batch, width))
+    for chunk in prange(n_chunks):
+        start, stop = chunk_bounds(chunk, n_chunks, batch)
+        _forward_rows(start, stop, w_hh_t, bias, h0, lengths, reverse, use_relu,
+                      gates, h_prev, out, h_n)
+
+
+@kernel
+def _backward_rows(start, stop, w_hh, lengths, reverse, use_relu, clip_hidden,
+                   gates, d_out, d_hn, d_gates, dh0):
+    n_steps = gates.shape[0]
+    hidden = d_hn.shape[1]
+    dh = d_hn[start:stop].copy()
+    recurrent = np.empty_like(dh)
+    for back_step in range(n_steps):
+        t = time_index(n_steps - 1 - back_step, n_steps, reverse)
+        for row in range(stop - start):
+            b = start + row
+            dg_row = d_gates[t, b]
+            if t >= lengths[b]:
+                dg_row[:] = 0.0
+                continue
+            g_row = gates[t, b]
+            for j in range(hidden):
+                dh_total = dh[row, j] + d_out[t, b, j]
+                if dh_total > clip_hidden:
+                    dh_total = clip_hidden
+                elif dh_total < -clip_hidden:
+                    dh_total = -clip_hidden
+                h_new = g_row[j]
+                if use_relu:
+                    dg_row[j] = dh_total if h_new > 0.0 else 0.0
+                else:
+                    dg_row[j] = dh_total * (1.0 - h_new * h_new)
+        np.dot(d_gates[t, start:stop], w_hh, recurrent)
+        for row in range(stop - start):
+            if t < lengths[start + row]:
+                dh[row] = recurrent[row]
+    dh0[start:stop] = dh
+
+
+@parallel_kernel
+def elman_backward(x, w_ih, w_hh, lengths, reverse, use_relu, n_chunks, clip_hidden,
+                   gates, h_prev, d_out, d_hn, d_gates, dx, dh0, dw_ih, dw_hh, db_ih, db_hh):
+    """BPTT over the whole sequence; parameter gradients are accumulated."""
+    n_steps, batch, width = gates.shape
+    for chunk in prange(n_chunks):
+        start, stop = chunk_bounds(chunk, n_chunks, batch)
+        _backward_rows(start, stop, w_hh, lengths, reverse, use_relu, clip_hidden,
+                       gates, d_out, d_hn, d_gates, dh0)
+    d_gates_2d = d_gates.reshape(n_steps * batch, width)
+    np.dot(d_gates_2d, w_ih, dx)
+    accumulate_param_grads(d_gates_2d, x, dw_ih, db_ih)
+    accumulate_param_grads(d_gates_2d, h_prev.reshape(n_steps * batch, width), dw_hh, db_hh)

@@ -1,0 +1,128 @@
+"""GRU cell, torch's variant (gate order r, z, n):
+
+    r = sigmoid(W_ir x + b_ir + W_hr h + b_hr),  z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h' = (1 - z) * n + z * h
+
+Same layout and conventions as the LSTM kernels. `gates` caches r, z, n and
+`hidden_n` caches W_hn h + b_hn. Because r multiplies the recurrent part of n,
+BPTT keeps two gate-gradient arrays: d_gates_x (for W_ih, b_ih and x) and
+d_gates_h (for W_hh, b_hh and h).
+"""
+
+import numpy as np
+from numba import prange
+
+from ._jit import kernel, parallel_kernel
+from .activations import sigmoid, tanh
+from .sequence import accumulate_param_grads, chunk_bounds, time_index
+
+
+@kernel
+def _forward_rows(start, stop, w_hh_t, b_ih, b_hh, h0, lengths, reverse,
+                  gates, hidden_n, h_prev, out, h_n):
+    n_steps = gates.shape[0]
+    hidden = h0.shape[1]
+    h = h0[start:stop].copy()
+    recurrent = np.empty((stop - start, 3 * hidden), dtype=gates.dtype)
+    for step in range(n_steps):
+        t = time_index(step, n_steps, reverse)
+        h_prev[t, start:stop] = h
+        np.dot(h, w_hh_t, recurrent)
+        for row in range(stop - start):
+            b = start + row
+            if t >= lengths[b]:
+                out[t, b] = 0.0
+                continue
+            g_row = gates[t, b]
+            r_row = recurrent[row]
+            for j in range(hidden):
+                jz = hidden + j
+                jn = 2 * hidden + j
+                r_gate = sigmoid(g_row[j] + b_ih[j] + r_row[j] + b_hh[j])
+                z_gate = sigmoid(g_row[jz] + b_ih[jz] + r_row[jz] + b_hh[jz])
+                hn = r_row[jn] + b_hh[jn]
+                n_gate = tanh(g_row[jn] + b_ih[jn] + r_gate * hn)
+                h_new = (1.0 - z_gate) * n_gate + z_gate * h[row, j]
+                g_row[j] = r_gate
+                g_row[jz] = z_gate
+                g_row[jn] = n_gate
+                hidden_n[t, b, j] = hn
+                h[row, j] = h_new
+                out[t, b, j] = h_new
+    h_n[start:stop] = h
+
+
+@parallel_kernel
+def gru_forward(x, w_ih_t, w_hh_t, b_ih, b_hh, h0, lengths, reverse, n_chunks,
+                gates, hidden_n, h_prev, out, h_n):
+    """Forward over the whole sequence."""
+    n_steps, batch, width = gates.shape
+    np.dot(x, w_ih_t, gates.reshape(n_steps * batch, width))
+    for chunk in prange(n_chunks):
+        start, stop = chunk_bounds(chunk, n_chunks, batch)
+        _forward_rows(start, stop, w_hh_t, b_ih, b_hh, h0, lengths, reverse,
+                      gates, hidden_n, h_prev, out, h_n)
+
+
+@kernel
+def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
+                   gates, hidden_n, h_prev, d_out, d_hn, d_gates_x, d_gates_h, dh0):
+    n_steps = gates.shape[0]
+    hidden = d_hn.shape[1]
+    dh = d_hn[start:stop].copy()
+    recurrent = np.empty_like(dh)
+    for back_step in range(n_steps):
+        t = time_index(n_steps - 1 - back_step, n_steps, reverse)
+        for row in range(stop - start):
+            b = start + row
+            dx_row = d_gates_x[t, b]
+            dhh_row = d_gates_h[t, b]
+            if t >= lengths[b]:
+                dx_row[:] = 0.0
+                dhh_row[:] = 0.0
+                continue
+            g_row = gates[t, b]
+            for j in range(hidden):
+                jz = hidden + j
+                jn = 2 * hidden + j
+                dh_total = dh[row, j] + d_out[t, b, j]
+                if dh_total > clip_hidden:
+                    dh_total = clip_hidden
+                elif dh_total < -clip_hidden:
+                    dh_total = -clip_hidden
+                r_gate = g_row[j]
+                z_gate = g_row[jz]
+                n_gate = g_row[jn]
+                d_pre_n = dh_total * (1.0 - z_gate) * (1.0 - n_gate * n_gate)
+                d_pre_z = dh_total * (h_prev[t, b, j] - n_gate) * z_gate * (1.0 - z_gate)
+                d_pre_r = d_pre_n * hidden_n[t, b, j] * r_gate * (1.0 - r_gate)
+                dx_row[j] = d_pre_r
+                dx_row[jz] = d_pre_z
+                dx_row[jn] = d_pre_n
+                dhh_row[j] = d_pre_r
+                dhh_row[jz] = d_pre_z
+                dhh_row[jn] = d_pre_n * r_gate
+                # The direct path h -> h' through z; the matrix path is added below.
+                dh[row, j] = dh_total * z_gate
+        np.dot(d_gates_h[t, start:stop], w_hh, recurrent)
+        for row in range(stop - start):
+            if t < lengths[start + row]:
+                dh[row] += recurrent[row]
+    dh0[start:stop] = dh
+
+
+@parallel_kernel
+def gru_backward(x, w_ih, w_hh, lengths, reverse, n_chunks, clip_hidden,
+                 gates, hidden_n, h_prev, d_out, d_hn, d_gates_x, d_gates_h,
+                 dx, dh0, dw_ih, dw_hh, db_ih, db_hh):
+    """BPTT over the whole sequence; parameter gradients are accumulated."""
+    n_steps, batch, width = gates.shape
+    for chunk in prange(n_chunks):
+        start, stop = chunk_bounds(chunk, n_chunks, batch)
+        _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
+                       gates, hidden_n, h_prev, d_out, d_hn, d_gates_x, d_gates_h, dh0)
+    d_x_2d = d_gates_x.reshape(n_steps * batch, width)
+    np.dot(d_x_2d, w_ih, dx)
+    accumulate_param_grads(d_x_2d, x, dw_ih, db_ih)
+    accumulate_param_grads(d_gates_h.reshape(n_steps * batch, width),
+                           h_prev.reshape(n_steps * batch, h_prev.shape[2]), dw_hh, db_hh)

@@ -1,0 +1,131 @@
+"""LSTM cell (torch's gate order i, f, g, o): whole-sequence forward and BPTT.
+
+    i, f, o = sigmoid(.), g = tanh(.) of  W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
+    c_t = f * c_{t-1} + i * g,   h_t = o * tanh(c_t)
+
+Array layout: x (T*B, I); weights are passed transposed, w_ih_t (I, 4H) and
+w_hh_t (H, 4H), for the forward GEMMs and untransposed for BPTT. Caches are
+(T, B, .) in time order: `gates` holds the activated gates, `h_prev`/`c_prev`
+the state each step started from, `tanh_c` tanh(c_t). Steps at or past a
+sequence's length leave its state frozen and give zero output.
+"""
+
+import numpy as np
+from numba import prange
+
+from ._jit import kernel, parallel_kernel
+from .activations import sigmoid, tanh
+from .sequence import accumulate_param_grads, chunk_bounds, time_index
+
+
+@kernel
+def _forward_rows(start, stop, w_hh_t, bias, h0, c0, lengths, reverse,
+                  gates, h_prev, c_prev, tanh_c, out, h_n, c_n):
+    n_steps = gates.shape[0]
+    hidden = h0.shape[1]
+    h = h0[start:stop].copy()
+    c = c0[start:stop].copy()
+    recurrent = np.empty((stop - start, 4 * hidden), dtype=gates.dtype)
+    for step in range(n_steps):
+        t = time_index(step, n_steps, reverse)
+        h_prev[t, start:stop] = h
+        c_prev[t, start:stop] = c
+        np.dot(h, w_hh_t, recurrent)
+        for row in range(stop - start):
+            b = start + row
+            if t >= lengths[b]:
+                out[t, b] = 0.0
+                continue
+            g_row = gates[t, b]
+            r_row = recurrent[row]
+            for j in range(hidden):
+                i_gate = sigmoid(g_row[j] + r_row[j] + bias[j])
+                f_gate = sigmoid(g_row[hidden + j] + r_row[hidden + j] + bias[hidden + j])
+                g_gate = tanh(g_row[2 * hidden + j] + r_row[2 * hidden + j] + bias[2 * hidden + j])
+                o_gate = sigmoid(g_row[3 * hidden + j] + r_row[3 * hidden + j] + bias[3 * hidden + j])
+                c_new = f_gate * c[row, j] + i_gate * g_gate
+                tc = tanh(c_new)
+                h_new = o_gate * tc
+                g_row[j] = i_gate
+                g_row[hidden + j] = f_gate
+                g_row[2 * hidden + j] = g_gate
+                g_row[3 * hidden + j] = o_gate
+                tanh_c[t, b, j] = tc
+                c[row, j] = c_new
+                h[row, j] = h_new
+                out[t, b, j] = h_new
+    h_n[start:stop] = h
+    c_n[start:stop] = c
+
+
+@parallel_kernel
+def lstm_forward(x, w_ih_t, w_hh_t, bias, h0, c0, lengths, reverse, n_chunks,
+                 gates, h_prev, c_prev, tanh_c, out, h_n, c_n):
+    """Forward over the whole sequence; bias = b_ih + b_hh (4H,)."""
+    n_steps, batch, width = gates.shape
+    # Input projection of every step at once: one GEMM before the time loop.
+    np.dot(x, w_ih_t, gates.reshape(n_steps * batch, width))
+    for chunk in prange(n_chunks):
+        start, stop = chunk_bounds(chunk, n_chunks, batch)
+        _forward_rows(start, stop, w_hh_t, bias, h0, c0, lengths, reverse,
+                      gates, h_prev, c_prev, tanh_c, out, h_n, c_n)
+
+
+@kernel
+def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
+                   gates, c_prev, tanh_c, d_out, d_hn, d_cn, d_gates, dh0, dc0):
+    n_steps = gates.shape[0]
+    hidden = d_hn.shape[1]
+    dh = d_hn[start:stop].copy()
+    dc = d_cn[start:stop].copy()
+    recurrent = np.empty_like(dh)
+    for back_step in range(n_steps):
+        t = time_index(n_steps - 1 - back_step, n_steps, reverse)
+        for row in range(stop - start):
+            b = start + row
+            dg_row = d_gates[t, b]
+            if t >= lengths[b]:
+                # Frozen state: the gradient passes through untouched.
+                dg_row[:] = 0.0
+                continue
+            g_row = gates[t, b]
+            for j in range(hidden):
+                dh_total = dh[row, j] + d_out[t, b, j]
+                if dh_total > clip_hidden:
+                    dh_total = clip_hidden
+                elif dh_total < -clip_hidden:
+                    dh_total = -clip_hidden
+                i_gate = g_row[j]
+                f_gate = g_row[hidden + j]
+                g_gate = g_row[2 * hidden + j]
+                o_gate = g_row[3 * hidden + j]
+                tc = tanh_c[t, b, j]
+                dc_total = dc[row, j] + dh_total * o_gate * (1.0 - tc * tc)
+                dg_row[j] = dc_total * g_gate * i_gate * (1.0 - i_gate)
+                dg_row[hidden + j] = dc_total * c_prev[t, b, j] * f_gate * (1.0 - f_gate)
+                dg_row[2 * hidden + j] = dc_total * i_gate * (1.0 - g_gate * g_gate)
+                dg_row[3 * hidden + j] = dh_total * tc * o_gate * (1.0 - o_gate)
+                dc[row, j] = dc_total * f_gate
+        # dh_{t-1} = dG_t W_hh; padded rows have dG = 0 and keep their dh.
+        np.dot(d_gates[t, start:stop], w_hh, recurrent)
+        for row in range(stop - start):
+            if t < lengths[start + row]:
+                dh[row] = recurrent[row]
+    dh0[start:stop] = dh
+    dc0[start:stop] = dc
+
+
+@parallel_kernel
+def lstm_backward(x, w_ih, w_hh, lengths, reverse, n_chunks, clip_hidden,
+                  gates, h_prev, c_prev, tanh_c, d_out, d_hn, d_cn,
+                  d_gates, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh):
+    """BPTT over the whole sequence; parameter gradients are accumulated."""
+    n_steps, batch, width = gates.shape
+    for chunk in prange(n_chunks):
+        start, stop = chunk_bounds(chunk, n_chunks, batch)
+        _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
+                       gates, c_prev, tanh_c, d_out, d_hn, d_cn, d_gates, dh0, dc0)
+    d_gates_2d = d_gates.reshape(n_steps * batch, width)
+    np.dot(d_gates_2d, w_ih, dx)
+    accumulate_param_grads(d_gates_2d, x, dw_ih, db_ih)
+    accumulate_param_grads(d_gates_2d, h_prev.reshape(n_steps * batch, h_prev.shape[2]), dw_hh, db_hh)

@@ -1,0 +1,66 @@
+"""Thread count used by fastrnn's parallel kernels.
+
+numba's thread count is a per-thread setting, so every public call applies the
+fastrnn setting for its own duration (and restores the caller's in `finally`):
+a layer used from a worker thread uses the same count as from the main thread.
+"""
+
+import contextlib
+import os
+
+import numba
+
+_ENV_VAR = "FASTRNN_NUM_THREADS"
+
+
+def _max_threads():
+    return numba.config.NUMBA_NUM_THREADS
+
+
+def _parse_env():
+    raw = os.environ.get(_ENV_VAR)
+    if raw is None or raw.strip() == "":
+        return _max_threads()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{_ENV_VAR} must be a positive integer, got {raw!r}") from None
+    return _check(value, _ENV_VAR)
+
+
+def _check(n, name):
+    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
+        raise TypeError(f"{name} must be an integer, got {type(n).__name__}")
+    n = int(n)
+    if not 1 <= n <= _max_threads():
+        raise ValueError(f"{name} must be between 1 and {_max_threads()} "
+                         f"(the cores this process may use), got {n}")
+    return n
+
+
+_num_threads = _parse_env()
+
+
+def set_num_threads(n):
+    """Set how many threads fastrnn's kernels use (1 .. all cores the process may use)."""
+    global _num_threads
+    _num_threads = _check(n, "n")
+
+
+def get_num_threads():
+    """The number of threads fastrnn's kernels use."""
+    return _num_threads
+
+
+@contextlib.contextmanager
+def kernel_threads():
+    """Run the body with numba's thread count set to fastrnn's; yields that count."""
+    previous = numba.get_num_threads()
+    if previous == _num_threads:
+        yield _num_threads
+        return
+    numba.set_num_threads(_num_threads)
+    try:
+        yield _num_threads
+    finally:
+        numba.set_num_threads(previous)

@@ -1,0 +1,392 @@
+"""Recurrent layers with torch's semantics: fastrnn.RNN, fastrnn.LSTM, fastrnn.GRU.
+
+Parameters and gradients each live in one flat buffer; `params` and `grads` map
+torch's names to views of it, so clipping and optimizer updates are single
+kernel calls over all of a layer's numbers.
+"""
+
+import copy
+import types
+
+import numpy as np
+
+from . import _threads
+from ._cells import CELLS
+from ._kernels.clipping import clip_by_norm, clip_by_value
+from ._validate import (
+    as_dtype,
+    float_array,
+    lengths_array,
+    non_negative_float,
+    positive_int,
+    shape_error,
+)
+
+
+class _RecurrentLayer:
+    """Shared machinery of RNN, LSTM and GRU (one cell kind per subclass)."""
+
+    _cell_key = None
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
+        self.input_size = positive_int(input_size, "input_size")
+        self.hidden_size = positive_int(hidden_size, "hidden_size")
+        self.num_layers = positive_int(num_layers, "num_layers")
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        self.dtype = as_dtype(dtype)
+        dropout = non_negative_float(dropout, "dropout", allow_none=False)
+        if dropout >= 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if dropout > 0.0:
+            raise NotImplementedError(
+                "dropout between stacked layers is applied by fastrnn.SequenceModel "
+                "during training; the bare layers take dropout=0.0 only")
+        self.dropout = dropout
+        self._cell = CELLS[self._cell_key]
+        self.num_directions = 2 if self.bidirectional else 1
+        self._layout = self._parameter_layout()
+        size = sum(int(np.prod(shape)) for _, shape in self._layout)
+        self._bind_buffers(np.empty(size, dtype=self.dtype))
+        self.reset_parameters(seed)
+
+    def _bind_buffers(self, flat_params):
+        """Adopt `flat_params` as the parameters, with zero gradients and no cache."""
+        self._flat_params = flat_params
+        self._flat_grads = np.zeros_like(flat_params)
+        self.params = types.MappingProxyType(self._views(self._flat_params))
+        self.grads = types.MappingProxyType(self._views(self._flat_grads))
+        self._zero_bias = np.zeros(self._cell.n_gates * self.hidden_size, dtype=self.dtype)
+        self._cache = None
+        self.grad_norm = None
+
+    def astype(self, dtype):
+        """A new layer of the same configuration holding these parameters cast to `dtype`."""
+        dtype = as_dtype(dtype)
+        new = copy.copy(self)
+        new.dtype = dtype
+        new._bind_buffers(self._flat_params.astype(dtype))
+        return new
+
+    # ----------------------------------------------------------------- parameters
+    def _parameter_layout(self):
+        gates = self._cell.n_gates * self.hidden_size
+        layout = []
+        for layer in range(self.num_layers):
+            layer_input = self.input_size if layer == 0 else self.num_directions * self.hidden_size
+            for direction in range(self.num_directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                layout.append(("weight_ih" + suffix, (gates, layer_input)))
+                layout.append(("weight_hh" + suffix, (gates, self.hidden_size)))
+                if self.bias:
+                    layout.append(("bias_ih" + suffix, (gates,)))
+                    layout.append(("bias_hh" + suffix, (gates,)))
+        return layout
+
+    def _views(self, flat):
+        views, offset = {}, 0
+        for name, shape in self._layout:
+            size = int(np.prod(shape))
+            views[name] = flat[offset:offset + size].reshape(shape)
+            offset += size
+        return views
+
+    def reset_parameters(self, seed=None):
+        """Draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), reproducibly from `seed`.
+
+        Values are drawn in float64 and cast, so float32 and float64 layers built
+        from the same seed hold the same numbers up to rounding.
+        """
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        self._flat_params[:] = rng.uniform(-bound, bound, self._flat_params.size)
+
+    def zero_grad(self):
+        self._flat_grads[:] = 0.0
+
+    def state_dict(self):
+        """Copies of the parameters, keyed by torch's names."""
+        return {name: value.copy() for name, value in self.params.items()}
+
+    def load_state_dict(self, state_dict):
+        """Load parameters from a mapping of torch's names to array-likes.
+
+        All keys and shapes are checked before anything is written, so a failed
+        load leaves the layer unchanged.
+        """
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(f"state_dict must be a mapping of names to arrays, "
+                            f"got {type(state_dict).__name__}")
+        expected = set(self.params)
+        given = set(state_dict.keys())
+        missing, extra = sorted(expected - given), sorted(given - expected)
+        if missing or extra:
+            raise KeyError(f"state_dict keys do not match {type(self).__name__}: "
+                           f"missing {missing}, unexpected {extra}")
+        staged = {}
+        for name, target in self.params.items():
+            value = float_array(state_dict[name], f"state_dict[{name!r}]", self.dtype)
+            if value.shape != target.shape:
+                raise shape_error(f"state_dict[{name!r}]", target.shape, value.shape)
+            staged[name] = value
+        for name, value in staged.items():
+            self.params[name][...] = value
+
+    def _direction_params(self, layer, direction):
+        suffix = f"_l{layer}" + ("_reverse" if direction else "")
+        p, g = self.params, self.grads
+        if self.bias:
+            return (p["weight_ih" + suffix], p["weight_hh" + suffix],
+                    p["bias_ih" + suffix], p["bias_hh" + suffix],
+                    g["weight_ih" + suffix], g["weight_hh" + suffix],
+                    g["bias_ih" + suffix], g["bias_hh" + suffix])
+        # No bias parameters: zero biases in, bias gradients into scratch.
+        return (p["weight_ih" + suffix], p["weight_hh" + suffix],
+                self._zero_bias, self._zero_bias,
+                g["weight_ih" + suffix], g["weight_hh" + suffix],
+                np.zeros_like(self._zero_bias), np.zeros_like(self._zero_bias))
+
+    # ------------------------------------------------------------------- forward
+    def _state_shape(self, batch, unbatched):
+        rows = self.num_layers * self.num_directions
+        return (rows, self.hidden_size) if unbatched else (rows, batch, self.hidden_size)
+
+    def _initial_state(self, value, name, batch, unbatched):
+        shape = self._state_shape(batch, unbatched)
+        if value is None:
+            return np.zeros((shape[0], batch, self.hidden_size), dtype=self.dtype)
+        array = float_array(value, name, self.dtype)
+        if array.shape != shape:
+            layout = "(num_layers*num_directions, H)" if unbatched else \
+                "(num_layers*num_directions, B, H)"
+            raise shape_error(name, f"{shape} {layout}", array.shape)
+        return array.reshape(shape[0], batch, self.hidden_size)
+
+    def _sequence_input(self, x):
+        x = float_array(x, "x", self.dtype)
+        if x.ndim == 2:
+            unbatched = True
+            x = x[:, None, :]
+        elif x.ndim == 3:
+            unbatched = False
+            if self.batch_first:
+                x = np.ascontiguousarray(x.transpose(1, 0, 2))
+        else:
+            layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
+            raise ValueError(f"x must be 2-D (T, I) unbatched or 3-D {layout}, "
+                             f"got {x.ndim}-D with shape {x.shape}")
+        n_steps, batch, features = x.shape
+        if features != self.input_size:
+            raise ValueError(f"x must have {self.input_size} features (input_size) in its "
+                             f"last dimension, got shape {x.shape} with {features}")
+        if n_steps == 0 or batch == 0:
+            raise ValueError(f"x must have at least one time step and one sequence, "
+                             f"got shape {x.shape}")
+        return x, unbatched
+
+    def _run_forward(self, x, h0, c0, lengths):
+        """Forward through every layer and direction; x is the result of _sequence_input."""
+        x, unbatched = x
+        n_steps, batch, _ = x.shape
+        if unbatched and lengths is not None:
+            raise ValueError("lengths must be None for unbatched (T, I) input")
+        lengths = lengths_array(lengths, batch, n_steps)
+        if lengths.min() < n_steps:
+            # Padded steps never reach the arithmetic (a NaN pad must not leak into
+            # gradients), so zero them in a private copy.
+            x = x.copy()
+            steps = np.arange(n_steps)[:, None]
+            x[steps >= lengths[None, :]] = 0.0
+        h0 = self._initial_state(h0, "h0", batch, unbatched)
+        if self._cell.has_cell_state:
+            c0 = self._initial_state(c0, "c0", batch, unbatched)
+        hidden = self.hidden_size
+        h_n = np.empty_like(h0)
+        c_n = np.empty_like(h0) if self._cell.has_cell_state else None
+        layer_inputs, caches = [], []
+        layer_input = x.reshape(n_steps * batch, -1)
+        with _threads.kernel_threads() as threads:
+            n_chunks = min(threads, batch)
+            for layer in range(self.num_layers):
+                outputs = []
+                for direction in range(self.num_directions):
+                    row = layer * self.num_directions + direction
+                    w_ih, w_hh, b_ih, b_hh = self._direction_params(layer, direction)[:4]
+                    c0_row = c0[row] if c_n is not None else None
+                    out, h_last, c_last, cache = self._cell.forward(
+                        layer_input, w_ih, w_hh, b_ih, b_hh, h0[row], c0_row, lengths,
+                        bool(direction), n_chunks)
+                    h_n[row] = h_last
+                    if c_n is not None:
+                        c_n[row] = c_last
+                    outputs.append(out)
+                    caches.append(cache)
+                layer_inputs.append(layer_input)
+                out = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
+                layer_input = out.reshape(n_steps * batch, -1)
+        self._cache = dict(layer_inputs=layer_inputs, caches=caches, lengths=lengths,
+                           n_steps=n_steps, batch=batch, unbatched=unbatched)
+        out = out.reshape(n_steps, batch, self.num_directions * hidden)
+        return self._to_user_layout(out, unbatched), self._state_to_user(h_n, unbatched), \
+            (self._state_to_user(c_n, unbatched) if c_n is not None else None)
+
+    def _to_user_layout(self, seq, unbatched):
+        if unbatched:
+            return seq[:, 0, :]
+        if self.batch_first:
+            return np.ascontiguousarray(seq.transpose(1, 0, 2))
+        return seq
+
+    def _state_to_user(self, state, unbatched):
+        return state[:, 0, :] if unbatched else state
+
+    # ------------------------------------------------------------------ backward
+    def _sequence_grad(self, d_out, cache):
+        n_steps, batch, unbatched = cache["n_steps"], cache["batch"], cache["unbatched"]
+        width = self.num_directions * self.hidden_size
+        if d_out is None:
+            return np.zeros((n_steps, batch, width), dtype=self.dtype)
+        d_out = float_array(d_out, "d_out", self.dtype)
+        if unbatched:
+            expected = (n_steps, width)
+        elif self.batch_first:
+            expected = (batch, n_steps, width)
+        else:
+            expected = (n_steps, batch, width)
+        if d_out.shape != expected:
+            raise shape_error("d_out", f"{expected} (the shape of the forward output)",
+                              d_out.shape)
+        if unbatched:
+            return d_out.reshape(n_steps, 1, width)
+        if self.batch_first:
+            return np.ascontiguousarray(d_out.transpose(1, 0, 2))
+        return d_out
+
+    def _run_backward(self, d_out, d_hn, d_cn, max_norm, clip_value, clip_hidden):
+        cache = self._cache
+        if cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward: "
+                               "call the layer on an input first")
+        max_norm = non_negative_float(max_norm, "max_norm")
+        clip_value = non_negative_float(clip_value, "clip_value")
+        clip_hidden = non_negative_float(clip_hidden, "clip_hidden")
+        d_out = self._sequence_grad(d_out, cache)
+        n_steps, batch, unbatched = cache["n_steps"], cache["batch"], cache["unbatched"]
+        d_hn = self._initial_state(d_hn, "d_hn", batch, unbatched)
+        has_c = self._cell.has_cell_state
+        d_cn = self._initial_state(d_cn, "d_cn", batch, unbatched) if has_c else None
+        lengths = cache["lengths"]
+        hidden = self.hidden_size
+        dh0 = np.empty_like(d_hn)
+        dc0 = np.empty_like(d_hn) if has_c else None
+        clip_hidden = np.inf if clip_hidden is None else clip_hidden
+        d_layer_out = d_out
+        with _threads.kernel_threads() as threads:
+            n_chunks = min(threads, batch)
+            for layer in reversed(range(self.num_layers)):
+                layer_input = cache["layer_inputs"][layer]
+                d_input = None
+                for direction in range(self.num_directions):
+                    row = layer * self.num_directions + direction
+                    w_ih, w_hh, _, _, dw_ih, dw_hh, db_ih, db_hh = \
+                        self._direction_params(layer, direction)
+                    d_out_dir = d_layer_out[:, :, direction * hidden:(direction + 1) * hidden]
+                    dx, dh, dc = self._cell.backward(
+                        cache["caches"][row], layer_input, w_ih, w_hh, lengths,
+                        bool(direction), np.ascontiguousarray(d_out_dir), d_hn[row],
+                        d_cn[row] if has_c else None, clip_hidden, n_chunks,
+                        dw_ih, dw_hh, db_ih, db_hh)
+                    dh0[row] = dh
+                    if has_c:
+                        dc0[row] = dc
+                    d_input = dx if d_input is None else d_input + dx
+                d_layer_out = d_input.reshape(n_steps, batch, -1)
+        if clip_value is not None:
+            clip_by_value(self._flat_grads, clip_value)
+        self.grad_norm = clip_by_norm(self._flat_grads, max_norm) if max_norm is not None \
+            else None
+        dx = self._to_user_layout(d_layer_out, unbatched)
+        return dx, self._state_to_user(dh0, unbatched), \
+            (self._state_to_user(dc0, unbatched) if has_c else None)
+
+    def __repr__(self):
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k in
+                        ("num_layers", "bias", "batch_first", "bidirectional")
+                        if getattr(self, k) != {"num_layers": 1, "bias": True}.get(k, False))
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
+                f"dtype={self.dtype.name})")
+
+
+class RNN(_RecurrentLayer):
+    """Elman RNN: h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), f = tanh or relu."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
+                 seed=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        self._cell_key = "rnn_" + nonlinearity
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, dtype, seed)
+
+    def __call__(self, x, h0=None, lengths=None):
+        """Returns (out, h_n): out (T, B, D*H), h_n (num_layers*D, B, H)."""
+        out, h_n, _ = self._run_forward(self._sequence_input(x), h0, None, lengths)
+        return out, h_n
+
+    forward = __call__
+
+    def backward(self, d_out, d_hn=None, max_norm=None, clip_value=None, clip_hidden=None):
+        """BPTT for the last forward call; accumulates into `grads`.
+
+        Returns (dx, dh0). Clipping, in this order: `clip_hidden` clips the gradient
+        flowing into every hidden state element-wise at every step; `clip_value`
+        clips every parameter gradient element-wise; `max_norm` rescales all
+        parameter gradients to a global L2 norm of at most max_norm, and the
+        pre-clip norm is kept in `self.grad_norm` (as torch's clip_grad_norm_
+        returns it).
+        """
+        dx, dh0, _ = self._run_backward(d_out, d_hn, None, max_norm, clip_value, clip_hidden)
+        return dx, dh0
+
+
+class GRU(RNN):
+    """GRU, torch's variant: n = tanh(W_in x + b_in + r * (W_hn h + b_hn))."""
+
+    _cell_key = "gru"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
+        _RecurrentLayer.__init__(self, input_size, hidden_size, num_layers, bias, batch_first,
+                                 dropout, bidirectional, dtype, seed)
+
+
+class LSTM(_RecurrentLayer):
+    """LSTM with torch's gate order i, f, g, o."""
+
+    _cell_key = "lstm"
+
+    def __call__(self, x, state=None, lengths=None):
+        """Returns (out, (h_n, c_n)); state is (h0, c0), either may be None."""
+        h0, c0 = _pair(state, "state")
+        out, h_n, c_n = self._run_forward(self._sequence_input(x), h0, c0, lengths)
+        return out, (h_n, c_n)
+
+    forward = __call__
+
+    def backward(self, d_out, d_state=None, max_norm=None, clip_value=None, clip_hidden=None):
+        """BPTT for the last forward call; returns (dx, (dh0, dc0)). See RNN.backward."""
+        d_hn, d_cn = _pair(d_state, "d_state")
+        dx, dh0, dc0 = self._run_backward(d_out, d_hn, d_cn, max_norm, clip_value, clip_hidden)
+        return dx, (dh0, dc0)
+
+
+def _pair(value, name):
+    if value is None:
+        return None, None
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair (h, c) or None, got {type(value).__name__}")
+    return value[0], value[1]

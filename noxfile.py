@@ -1,0 +1,38 @@
+"""Sessions: tests (default), lint, demo, bench, fuzz. Each installs what it needs."""
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+# The CPU build of torch, the parity peer (any other spec may pull a CUDA build).
+TORCH = "torch==2.13.0"
+
+
+@nox.session
+def tests(session):
+    """The test suite, torch parity tests included."""
+    session.install("-e", ".[test]", TORCH)
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session):
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def demo(session):
+    """Train a character model on Python's own standard-library source and generate."""
+    session.install(".")
+    session.run("fastrnn", "demo", *session.posargs)
+
+
+@nox.session
+def bench(session):
+    """The asv suite on the installed package (asv's existing-environment mode)."""
+    session.install(".[bench]", TORCH)
+    session.run("asv", "machine", "--yes")
+    session.run("asv", "run", "--environment", "existing:python", "--quick",
+                "--show-stderr", *session.posargs)

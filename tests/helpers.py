@@ -1,0 +1,140 @@
+"""Shared test helpers: random parameters/inputs and a torch bridge.
+
+torch is imported lazily inside the torch helpers so that test modules which only
+need numpy can import this file on machines without torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from reference import canonical_cell, gate_count, param_name
+
+
+def param_shapes(cell, input_size, hidden_size, num_layers=1, bidirectional=False, bias=True):
+    """torch's parameter names and shapes for the module, in torch's order."""
+    G = gate_count(cell)
+    H = hidden_size
+    D = 2 if bidirectional else 1
+    shapes = {}
+    for layer in range(num_layers):
+        layer_in = input_size if layer == 0 else D * H
+        for direction in range(D):
+            reverse = direction == 1
+            shapes[param_name("weight_ih", layer, reverse)] = (G * H, layer_in)
+            shapes[param_name("weight_hh", layer, reverse)] = (G * H, H)
+            if bias:
+                shapes[param_name("bias_ih", layer, reverse)] = (G * H,)
+                shapes[param_name("bias_hh", layer, reverse)] = (G * H,)
+    return shapes
+
+
+def random_params(cell, input_size, hidden_size, num_layers=1, bidirectional=False,
+                  bias=True, rng=None, dtype=np.float64, scale=None):
+    """Random torch-named params, U(-scale, scale) with torch's default scale 1/sqrt(H).
+
+    rng: a numpy Generator or an int seed (None means seed 0, so calls are reproducible).
+    """
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng or 0)
+    scale = 1.0 / np.sqrt(hidden_size) if scale is None else scale
+    shapes = param_shapes(cell, input_size, hidden_size, num_layers, bidirectional, bias)
+    return {name: rng.uniform(-scale, scale, size=shape).astype(dtype)
+            for name, shape in shapes.items()}
+
+
+def random_lengths(rng, batch, seq_len, include_full=True):
+    """Random lengths in [1, T]; with include_full at least one sequence spans all T steps
+    (torch's pad_packed_sequence then needs no total_length, but we pass it anyway)."""
+    lengths = rng.integers(1, seq_len + 1, size=batch)
+    if include_full:
+        lengths[rng.integers(batch)] = seq_len
+    return lengths.astype(np.int64)
+
+
+def state_shape(num_layers, bidirectional, batch, hidden_size):
+    return ((2 if bidirectional else 1) * num_layers, batch, hidden_size)
+
+
+# ---------------------------------------------------------------------------
+# torch bridge
+# ---------------------------------------------------------------------------
+
+
+def make_torch_module(cell, params, input_size, hidden_size, num_layers=1,
+                      bidirectional=False, bias=True):
+    """A float64 torch.nn.RNN/LSTM/GRU holding exactly `params`."""
+    import torch
+
+    cell = canonical_cell(cell)
+    kwargs = {"num_layers": num_layers, "bias": bias, "bidirectional": bidirectional,
+              "dtype": torch.float64}
+    if cell == "lstm":
+        module = torch.nn.LSTM(input_size, hidden_size, **kwargs)
+    elif cell == "gru":
+        module = torch.nn.GRU(input_size, hidden_size, **kwargs)
+    else:
+        nonlinearity = "tanh" if cell == "rnn_tanh" else "relu"
+        module = torch.nn.RNN(input_size, hidden_size, nonlinearity=nonlinearity, **kwargs)
+    # strict=True: a naming mismatch between our params and torch's is an error.
+    module.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float64))
+                            for k, v in params.items()}, strict=True)
+    return module
+
+
+def torch_forward_backward(cell, params, x, h0=None, c0=None, lengths=None, num_layers=1,
+                           bidirectional=False, d_out=None, d_hn=None, d_cn=None, bias=True):
+    """Run torch forward and backward of sum(out*d_out) + sum(h_n*d_hn) [+ sum(c_n*d_cn)].
+
+    Returns numpy float64: (out, h_n, c_n, dx, dh0, dc0, grads); c_n/dc0 are None
+    unless LSTM; dh0/dc0 are None when the corresponding initial state was None.
+    """
+    import torch
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    cell = canonical_cell(cell)
+    is_lstm = cell == "lstm"
+    T, _, input_size = x.shape
+    hidden_size = params["weight_hh_l0"].shape[1]
+    module = make_torch_module(cell, params, input_size, hidden_size, num_layers,
+                               bidirectional, bias)
+
+    def leaf(a):
+        return None if a is None else torch.tensor(a, dtype=torch.float64, requires_grad=True)
+
+    x_t, h0_t, c0_t = leaf(x), leaf(h0), leaf(c0)
+    if is_lstm:
+        # torch takes both LSTM states or neither; a missing one means zeros.
+        zeros = torch.zeros(state_shape(num_layers, bidirectional, x.shape[1], hidden_size),
+                            dtype=torch.float64)
+        state = None if h0_t is None and c0_t is None else (
+            h0_t if h0_t is not None else zeros,
+            c0_t if c0_t is not None else zeros,
+        )
+    else:
+        state = h0_t
+
+    if lengths is None:
+        out, final = module(x_t, state)
+    else:
+        # lengths must live on the CPU as int64 for pack_padded_sequence.
+        packed = pack_padded_sequence(x_t, torch.as_tensor(lengths, dtype=torch.int64),
+                                      enforce_sorted=False)
+        packed_out, final = module(packed, state)
+        out, _ = pad_packed_sequence(packed_out, total_length=T)
+    h_n, c_n = final if is_lstm else (final, None)
+
+    loss = (out * torch.as_tensor(d_out)).sum() if d_out is not None else out.sum() * 0
+    if d_hn is not None:
+        loss = loss + (h_n * torch.as_tensor(d_hn)).sum()
+    if is_lstm and d_cn is not None:
+        loss = loss + (c_n * torch.as_tensor(d_cn)).sum()
+    loss.backward()
+
+    def grad_of(t):
+        if t is None:
+            return None
+        return np.zeros(tuple(t.shape)) if t.grad is None else t.grad.detach().numpy().copy()
+
+    grads = {name: grad_of(p) for name, p in module.named_parameters()}
+    return (out.detach().numpy().copy(), h_n.detach().numpy().copy(),
+            None if c_n is None else c_n.detach().numpy().copy(),
+            grad_of(x_t), grad_of(h0_t), grad_of(c0_t), grads)
