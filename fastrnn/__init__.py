@@ -1,12 +1,14 @@
 """fastrnn: PyTorch-identical RNN, LSTM and GRU on fused Numba kernels, for the CPU."""
 
+from . import optim
 from ._threads import get_num_threads, set_num_threads
 from .clip import clip_grad_norm, clip_grad_value
 from .gradcheck import GradcheckReport, gradcheck, numerical_grad
 from .layers import GRU, LSTM, RNN
+from .model import SequenceModel, load
 
 __version__ = "0.1.0"
 
 __all__ = ["RNN", "LSTM", "GRU", "clip_grad_norm", "clip_grad_value",
            "set_num_threads", "get_num_threads", "gradcheck", "numerical_grad",
-           "GradcheckReport", "__version__"]
+           "GradcheckReport", "SequenceModel", "load", "optim", "__version__"]

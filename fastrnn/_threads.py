@@ -10,6 +10,8 @@ import os
 
 import numba
 
+from . import _blas
+
 _ENV_VAR = "FASTRNN_NUM_THREADS"
 
 
@@ -54,13 +56,19 @@ def get_num_threads():
 
 @contextlib.contextmanager
 def kernel_threads():
-    """Run the body with numba's thread count set to fastrnn's; yields that count."""
-    previous = numba.get_num_threads()
-    if previous == _num_threads:
-        yield _num_threads
-        return
-    numba.set_num_threads(_num_threads)
-    try:
-        yield _num_threads
-    finally:
-        numba.set_num_threads(previous)
+    """Run the body with numba's thread count set to fastrnn's and BLAS single-threaded.
+
+    Yields how many threads the kernels may split work across: fastrnn's count, or
+    1 where BLAS threading cannot be controlled (BLAS then threads by itself).
+    """
+    threads = _num_threads if _blas.controllable else 1
+    with _blas.single_threaded():
+        previous = numba.get_num_threads()
+        if previous == threads:
+            yield threads
+            return
+        numba.set_num_threads(threads)
+        try:
+            yield threads
+        finally:
+            numba.set_num_threads(previous)

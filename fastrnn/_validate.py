@@ -50,7 +50,22 @@ def float_array(value, name, dtype):
     kind = array.dtype.kind
     if kind not in "iuf":
         raise TypeError(f"{name} must hold real numbers (float or int), got dtype {array.dtype}")
-    return np.ascontiguousarray(array, dtype=dtype)
+    # Writable and C-contiguous: a read-only array would make numba compile (and
+    # cache) a separate specialisation of every kernel.
+    return np.require(array, dtype=dtype, requirements=["C", "W"])
+
+
+def seed_sequence(seed, name="seed"):
+    """A numpy SeedSequence from None, an int, a sequence of ints or a SeedSequence."""
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if isinstance(seed, np.random.Generator):
+        raise TypeError(f"{name} must be an int, None or a SeedSequence, got a Generator")
+    try:
+        return np.random.SeedSequence(seed)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an int >= 0, None or a SeedSequence, "
+                        f"got {seed!r}") from None
 
 
 def shape_error(name, expected, got):
@@ -69,4 +84,4 @@ def lengths_array(lengths, batch, n_steps, name="lengths"):
     if batch and (array.min() < 1 or array.max() > n_steps):
         raise ValueError(f"{name} must lie in [1, {n_steps}] (the sequence length T), "
                          f"got values from {array.min()} to {array.max()}")
-    return np.ascontiguousarray(array, dtype=np.int64)
+    return np.require(array, dtype=np.int64, requirements=["C", "W"])

@@ -19,6 +19,7 @@ from ._validate import (
     lengths_array,
     non_negative_float,
     positive_int,
+    seed_sequence,
     shape_error,
 )
 
@@ -40,22 +41,24 @@ class _RecurrentLayer:
         dropout = non_negative_float(dropout, "dropout", allow_none=False)
         if dropout >= 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if dropout > 0.0:
-            raise NotImplementedError(
-                "dropout between stacked layers is applied by fastrnn.SequenceModel "
-                "during training; the bare layers take dropout=0.0 only")
         self.dropout = dropout
+        self.training = True
         self._cell = CELLS[self._cell_key]
         self.num_directions = 2 if self.bidirectional else 1
         self._layout = self._parameter_layout()
         size = sum(int(np.prod(shape)) for _, shape in self._layout)
         self._bind_buffers(np.empty(size, dtype=self.dtype))
-        self.reset_parameters(seed)
+        init_seed, dropout_seed = seed_sequence(seed).spawn(2)
+        self._dropout_rng = np.random.default_rng(dropout_seed)
+        self.reset_parameters(init_seed)
 
-    def _bind_buffers(self, flat_params):
-        """Adopt `flat_params` as the parameters, with zero gradients and no cache."""
+    def _bind_buffers(self, flat_params, flat_grads=None):
+        """Adopt `flat_params` (and `flat_grads`, else fresh zeros) as the layer's buffers.
+
+        A model uses this to place the layer's numbers inside its own flat buffers.
+        """
         self._flat_params = flat_params
-        self._flat_grads = np.zeros_like(flat_params)
+        self._flat_grads = np.zeros_like(flat_params) if flat_grads is None else flat_grads
         self.params = types.MappingProxyType(self._views(self._flat_params))
         self.grads = types.MappingProxyType(self._views(self._flat_grads))
         self._zero_bias = np.zeros(self._cell.n_gates * self.hidden_size, dtype=self.dtype)
@@ -92,6 +95,22 @@ class _RecurrentLayer:
             views[name] = flat[offset:offset + size].reshape(shape)
             offset += size
         return views
+
+    def train(self, mode=True):
+        """Training mode (the default, as in torch): dropout between layers is applied."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Inference mode: no dropout."""
+        return self.train(False)
+
+    def _dropout_mask(self, shape):
+        """Inverted-dropout mask (kept units scaled by 1/(1-p)), or None when inactive."""
+        if not (self.training and self.dropout > 0.0):
+            return None
+        keep = self._dropout_rng.random(shape) >= self.dropout
+        return (keep / (1.0 - self.dropout)).astype(self.dtype)
 
     def reset_parameters(self, seed=None):
         """Draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), reproducibly from `seed`.
@@ -165,7 +184,10 @@ class _RecurrentLayer:
         return array.reshape(shape[0], batch, self.hidden_size)
 
     def _sequence_input(self, x):
+        source = x
         x = float_array(x, "x", self.dtype)
+        if np.may_share_memory(x, source):
+            x = x.copy()  # backward must see what forward saw, whatever the caller does
         if x.ndim == 2:
             unbatched = True
             x = x[:, None, :]
@@ -205,10 +227,9 @@ class _RecurrentLayer:
         hidden = self.hidden_size
         h_n = np.empty_like(h0)
         c_n = np.empty_like(h0) if self._cell.has_cell_state else None
-        layer_inputs, caches = [], []
+        layer_inputs, caches, masks = [], [], []
         layer_input = x.reshape(n_steps * batch, -1)
         with _threads.kernel_threads() as threads:
-            n_chunks = min(threads, batch)
             for layer in range(self.num_layers):
                 outputs = []
                 for direction in range(self.num_directions):
@@ -217,7 +238,7 @@ class _RecurrentLayer:
                     c0_row = c0[row] if c_n is not None else None
                     out, h_last, c_last, cache = self._cell.forward(
                         layer_input, w_ih, w_hh, b_ih, b_hh, h0[row], c0_row, lengths,
-                        bool(direction), n_chunks)
+                        bool(direction), threads)
                     h_n[row] = h_last
                     if c_n is not None:
                         c_n[row] = c_last
@@ -226,8 +247,12 @@ class _RecurrentLayer:
                 layer_inputs.append(layer_input)
                 out = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
                 layer_input = out.reshape(n_steps * batch, -1)
+                if layer + 1 < self.num_layers:
+                    masks.append(self._dropout_mask(layer_input.shape))
+                    if masks[-1] is not None:
+                        layer_input = layer_input * masks[-1]
         self._cache = dict(layer_inputs=layer_inputs, caches=caches, lengths=lengths,
-                           n_steps=n_steps, batch=batch, unbatched=unbatched)
+                           n_steps=n_steps, batch=batch, unbatched=unbatched, masks=masks)
         out = out.reshape(n_steps, batch, self.num_directions * hidden)
         return self._to_user_layout(out, unbatched), self._state_to_user(h_n, unbatched), \
             (self._state_to_user(c_n, unbatched) if c_n is not None else None)
@@ -284,7 +309,6 @@ class _RecurrentLayer:
         clip_hidden = np.inf if clip_hidden is None else clip_hidden
         d_layer_out = d_out
         with _threads.kernel_threads() as threads:
-            n_chunks = min(threads, batch)
             for layer in reversed(range(self.num_layers)):
                 layer_input = cache["layer_inputs"][layer]
                 d_input = None
@@ -296,12 +320,14 @@ class _RecurrentLayer:
                     dx, dh, dc = self._cell.backward(
                         cache["caches"][row], layer_input, w_ih, w_hh, lengths,
                         bool(direction), np.ascontiguousarray(d_out_dir), d_hn[row],
-                        d_cn[row] if has_c else None, clip_hidden, n_chunks,
+                        d_cn[row] if has_c else None, clip_hidden, threads,
                         dw_ih, dw_hh, db_ih, db_hh)
                     dh0[row] = dh
                     if has_c:
                         dc0[row] = dc
                     d_input = dx if d_input is None else d_input + dx
+                if layer > 0 and cache["masks"][layer - 1] is not None:
+                    d_input *= cache["masks"][layer - 1]
                 d_layer_out = d_input.reshape(n_steps, batch, -1)
         if clip_value is not None:
             clip_by_value(self._flat_grads, clip_value)

@@ -138,3 +138,64 @@ def torch_forward_backward(cell, params, x, h0=None, c0=None, lengths=None, num_
     return (out.detach().numpy().copy(), h_n.detach().numpy().copy(),
             None if c_n is None else c_n.detach().numpy().copy(),
             grad_of(x_t), grad_of(h0_t), grad_of(c0_t), grads)
+
+
+# ---------------------------------------------------------------------------
+# fastrnn layer bridge (one calling convention for RNN, LSTM and GRU)
+# ---------------------------------------------------------------------------
+
+
+def max_rel_error(actual, expected):
+    """Largest absolute difference, relative to the largest expected magnitude."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-300)
+    return float(np.max(np.abs(actual - expected), initial=0.0)) / scale
+
+
+def make_layer(cell, input_size, hidden_size, num_layers=1, bidirectional=False, bias=True,
+               batch_first=False, dtype=np.float64, seed=None, params=None):
+    """A fastrnn layer for a reference cell name; `params` (torch-named) are loaded if given."""
+    import fastrnn
+
+    cell = canonical_cell(cell)
+    kwargs = {"num_layers": num_layers, "bias": bias, "batch_first": batch_first,
+              "bidirectional": bidirectional, "dtype": dtype, "seed": seed}
+    if cell == "lstm":
+        layer = fastrnn.LSTM(input_size, hidden_size, **kwargs)
+    elif cell == "gru":
+        layer = fastrnn.GRU(input_size, hidden_size, **kwargs)
+    else:
+        layer = fastrnn.RNN(input_size, hidden_size,
+                            nonlinearity="tanh" if cell == "rnn_tanh" else "relu", **kwargs)
+    if params is not None:
+        layer.load_state_dict(params)
+    return layer
+
+
+def _is_lstm(layer):
+    import fastrnn
+
+    return isinstance(layer, fastrnn.LSTM)
+
+
+def layer_forward(layer, x, h0=None, c0=None, lengths=None):
+    """Call any fastrnn layer; returns (out, h_n, c_n) with c_n None unless LSTM."""
+    if _is_lstm(layer):
+        state = None if h0 is None and c0 is None else (h0, c0)
+        out, (h_n, c_n) = layer(x, state, lengths=lengths)
+        return out, h_n, c_n
+    assert c0 is None
+    out, h_n = layer(x, h0, lengths=lengths)
+    return out, h_n, None
+
+
+def layer_backward(layer, d_out, d_hn=None, d_cn=None, **clipping):
+    """Backward of any fastrnn layer; returns (dx, dh0, dc0) with dc0 None unless LSTM."""
+    if _is_lstm(layer):
+        d_state = None if d_hn is None and d_cn is None else (d_hn, d_cn)
+        dx, (dh0, dc0) = layer.backward(d_out, d_state, **clipping)
+        return dx, dh0, dc0
+    assert d_cn is None
+    dx, dh0 = layer.backward(d_out, d_hn, **clipping)
+    return dx, dh0, None

@@ -9,7 +9,7 @@ from numba import prange
 
 from ._jit import kernel, parallel_kernel
 from .activations import tanh
-from .sequence import accumulate_param_grads, chunk_bounds, time_index
+from .sequence import accumulate_param_grads, batch_chunks, chunk_bounds, rows_dot, time_index
 
 
 @kernel
@@ -42,11 +42,13 @@ def _forward_rows(start, stop, w_hh_t, bias, h0, lengths, reverse, use_relu,
 
 
 @parallel_kernel
-def elman_forward(x, w_ih_t, w_hh_t, bias, h0, lengths, reverse, use_relu, n_chunks,
+def elman_forward(x, w_ih_t, w_hh_t, bias, h0, lengths, reverse, use_relu, n_threads,
                   gates, h_prev, out, h_n):
     """Forward over the whole sequence; bias = b_ih + b_hh (H,)."""
     n_steps, batch, width = gates.shape
-    np.dot(x, w_ih_t, gates.reshape(n_steps * batch, width))
+    # Input projection of every step at once: one GEMM before the time loop.
+    rows_dot(x, w_ih_t, gates.reshape(n_steps * batch, width), n_threads)
+    n_chunks = batch_chunks(n_threads, batch)
     for chunk in prange(n_chunks):
         start, stop = chunk_bounds(chunk, n_chunks, batch)
         _forward_rows(start, stop, w_hh_t, bias, h0, lengths, reverse, use_relu,
@@ -88,15 +90,16 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, use_relu, clip_hidden,
 
 
 @parallel_kernel
-def elman_backward(x, w_ih, w_hh, lengths, reverse, use_relu, n_chunks, clip_hidden,
+def elman_backward(x, w_ih, w_hh, lengths, reverse, use_relu, n_threads, clip_hidden,
                    gates, h_prev, d_out, d_hn, d_gates, dx, dh0, dw_ih, dw_hh, db_ih, db_hh):
     """BPTT over the whole sequence; parameter gradients are accumulated."""
     n_steps, batch, width = gates.shape
+    n_chunks = batch_chunks(n_threads, batch)
     for chunk in prange(n_chunks):
         start, stop = chunk_bounds(chunk, n_chunks, batch)
         _backward_rows(start, stop, w_hh, lengths, reverse, use_relu, clip_hidden,
                        gates, d_out, d_hn, d_gates, dh0)
     d_gates_2d = d_gates.reshape(n_steps * batch, width)
-    np.dot(d_gates_2d, w_ih, dx)
-    accumulate_param_grads(d_gates_2d, x, dw_ih, db_ih)
-    accumulate_param_grads(d_gates_2d, h_prev.reshape(n_steps * batch, width), dw_hh, db_hh)
+    rows_dot(d_gates_2d, w_ih, dx, n_threads)
+    accumulate_param_grads(d_gates_2d, x, dw_ih, db_ih, n_threads)
+    accumulate_param_grads(d_gates_2d, h_prev.reshape(n_steps * batch, width), dw_hh, db_hh, n_threads)

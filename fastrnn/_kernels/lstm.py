@@ -15,7 +15,7 @@ from numba import prange
 
 from ._jit import kernel, parallel_kernel
 from .activations import sigmoid, tanh
-from .sequence import accumulate_param_grads, chunk_bounds, time_index
+from .sequence import accumulate_param_grads, batch_chunks, chunk_bounds, rows_dot, time_index
 
 
 @kernel
@@ -59,12 +59,13 @@ def _forward_rows(start, stop, w_hh_t, bias, h0, c0, lengths, reverse,
 
 
 @parallel_kernel
-def lstm_forward(x, w_ih_t, w_hh_t, bias, h0, c0, lengths, reverse, n_chunks,
+def lstm_forward(x, w_ih_t, w_hh_t, bias, h0, c0, lengths, reverse, n_threads,
                  gates, h_prev, c_prev, tanh_c, out, h_n, c_n):
     """Forward over the whole sequence; bias = b_ih + b_hh (4H,)."""
     n_steps, batch, width = gates.shape
     # Input projection of every step at once: one GEMM before the time loop.
-    np.dot(x, w_ih_t, gates.reshape(n_steps * batch, width))
+    rows_dot(x, w_ih_t, gates.reshape(n_steps * batch, width), n_threads)
+    n_chunks = batch_chunks(n_threads, batch)
     for chunk in prange(n_chunks):
         start, stop = chunk_bounds(chunk, n_chunks, batch)
         _forward_rows(start, stop, w_hh_t, bias, h0, c0, lengths, reverse,
@@ -116,16 +117,18 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
 
 
 @parallel_kernel
-def lstm_backward(x, w_ih, w_hh, lengths, reverse, n_chunks, clip_hidden,
+def lstm_backward(x, w_ih, w_hh, lengths, reverse, n_threads, clip_hidden,
                   gates, h_prev, c_prev, tanh_c, d_out, d_hn, d_cn,
                   d_gates, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh):
     """BPTT over the whole sequence; parameter gradients are accumulated."""
     n_steps, batch, width = gates.shape
+    n_chunks = batch_chunks(n_threads, batch)
     for chunk in prange(n_chunks):
         start, stop = chunk_bounds(chunk, n_chunks, batch)
         _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
                        gates, c_prev, tanh_c, d_out, d_hn, d_cn, d_gates, dh0, dc0)
     d_gates_2d = d_gates.reshape(n_steps * batch, width)
-    np.dot(d_gates_2d, w_ih, dx)
-    accumulate_param_grads(d_gates_2d, x, dw_ih, db_ih)
-    accumulate_param_grads(d_gates_2d, h_prev.reshape(n_steps * batch, h_prev.shape[2]), dw_hh, db_hh)
+    rows_dot(d_gates_2d, w_ih, dx, n_threads)
+    accumulate_param_grads(d_gates_2d, x, dw_ih, db_ih, n_threads)
+    h_prev_2d = h_prev.reshape(n_steps * batch, h_prev.shape[2])
+    accumulate_param_grads(d_gates_2d, h_prev_2d, dw_hh, db_hh, n_threads)

@@ -1,8 +1,13 @@
-"""Pieces shared by every cell's forward and BPTT kernels."""
+"""Pieces shared by every cell's forward and BPTT kernels.
+
+Parallel pieces split rows across threads, each thread calling (single-threaded)
+BLAS on its own slice and writing its own slab of output: no races, no atomics.
+"""
 
 import numpy as np
+from numba import prange
 
-from ._jit import kernel
+from ._jit import kernel, parallel_kernel
 
 
 @kernel
@@ -12,20 +17,44 @@ def time_index(step, n_steps, reverse):
 
 
 @kernel
-def chunk_bounds(chunk, n_chunks, batch):
-    """Rows [start, stop) of batch slice `chunk`: near-equal slices, one per thread."""
-    return chunk * batch // n_chunks, (chunk + 1) * batch // n_chunks
+def chunk_bounds(chunk, n_chunks, rows):
+    """Rows [start, stop) of slice `chunk`: near-equal slices, one per thread."""
+    return chunk * rows // n_chunks, (chunk + 1) * rows // n_chunks
 
 
 @kernel
-def accumulate_param_grads(d_gates, inputs, d_weight, d_bias):
+def batch_chunks(n_threads, batch):
+    """How many batch slices the recurrence runs on (each needs at least one row)."""
+    return max(1, min(n_threads, batch))
+
+
+@parallel_kernel
+def rows_dot(a, b, out, n_threads):
+    """out = a @ b with the rows of a split across threads."""
+    n_chunks = max(1, min(n_threads, a.shape[0]))
+    for chunk in prange(n_chunks):
+        start, stop = chunk_bounds(chunk, n_chunks, a.shape[0])
+        np.dot(a[start:stop], b, out[start:stop])
+
+
+@parallel_kernel
+def accumulate_param_grads(d_gates, inputs, d_weight, d_bias, n_threads):
     """d_weight += d_gates^T inputs and d_bias += column sums of d_gates.
 
     d_gates is (N, G) with zero rows at padded steps, inputs (N, K): the whole
-    sequence's weight gradient as one GEMM after the time loop.
+    sequence's weight gradient as one GEMM after the time loop, split over N
+    with a private partial sum per thread.
     """
-    d_weight += np.dot(d_gates.T, inputs)
-    n_rows, n_cols = d_gates.shape
-    for row in range(n_rows):
-        for col in range(n_cols):
-            d_bias[col] += d_gates[row, col]
+    n_rows, n_gates = d_gates.shape
+    n_chunks = max(1, min(n_threads, n_rows))
+    weight_parts = np.empty((n_chunks, n_gates, inputs.shape[1]), dtype=d_weight.dtype)
+    bias_parts = np.zeros((n_chunks, n_gates), dtype=d_bias.dtype)
+    for chunk in prange(n_chunks):
+        start, stop = chunk_bounds(chunk, n_chunks, n_rows)
+        np.dot(d_gates[start:stop].T, inputs[start:stop], weight_parts[chunk])
+        for row in range(start, stop):
+            for col in range(n_gates):
+                bias_parts[chunk, col] += d_gates[row, col]
+    for chunk in range(n_chunks):
+        d_weight += weight_parts[chunk]
+        d_bias += bias_parts[chunk]

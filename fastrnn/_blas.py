@@ -1,0 +1,54 @@
+"""Keep the BLAS that numba's np.dot calls single-threaded while fastrnn runs.
+
+numba's np.dot calls scipy's bundled OpenBLAS. fastrnn parallelises with its own
+threads (each calling BLAS on its own slice), so a multi-threaded BLAS inside
+those threads would oversubscribe the cores (OpenBLAS even warns it may hang).
+`single_threaded()` sets that BLAS to one thread for the duration of a call and
+restores the caller's setting afterwards. Where the library cannot be found
+(another scipy build), `controllable` is False and the layers run their
+recurrence on one thread, leaving BLAS its own threading.
+"""
+
+import contextlib
+import ctypes
+import glob
+import os
+
+import scipy.linalg.cython_blas  # noqa: F401  (loads the library numba's np.dot uses)
+
+
+def _find_openblas():
+    import scipy
+
+    libs = os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy.libs")
+    for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas*.so*"))):
+        try:
+            library = ctypes.CDLL(path)
+            get, set_ = library.scipy_openblas_get_num_threads, \
+                library.scipy_openblas_set_num_threads
+        except (OSError, AttributeError):
+            continue
+        get.restype, get.argtypes = ctypes.c_int, []
+        set_.restype, set_.argtypes = None, [ctypes.c_int]
+        return get, set_
+    return None, None
+
+
+_get_threads, _set_threads = _find_openblas()
+controllable = _get_threads is not None
+
+
+@contextlib.contextmanager
+def single_threaded():
+    if not controllable:
+        yield
+        return
+    previous = _get_threads()
+    if previous == 1:
+        yield
+        return
+    _set_threads(1)
+    try:
+        yield
+    finally:
+        _set_threads(previous)
