@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+import time
 
 import numpy as np
 
@@ -44,6 +45,106 @@ def _gradcheck(args):
     return 0 if report.ok else 1
 
 
+def _train_model(args, text, log=print):
+    """Build (or resume) a character model and train it with truncated BPTT."""
+    from . import optim
+    from .model import SequenceModel, load
+
+    if getattr(args, "resume", None):
+        model = load(args.resume)
+        if model.vocab is None:
+            raise ValueError(f"--resume: {args.resume!r} is not a text model")
+        log(f"resumed {model!r} from {args.resume}")
+    else:
+        model = SequenceModel.from_text(
+            text, cell=args.cell, hidden_size=args.hidden_size, num_layers=args.layers,
+            dropout=args.dropout if args.layers > 1 else 0.0,
+            optimizer=optim.Adam(lr=args.lr), max_norm=args.max_norm, seed=args.seed)
+    n_params = model._flat_params.size
+    log(f"corpus: {len(text):,} characters, vocabulary {len(model.vocab)}; "
+        f"model: {args.cell} H={args.hidden_size} x{args.layers}, {n_params:,} parameters")
+    started = time.perf_counter()
+    last_report = [started]
+
+    def report(step, loss):
+        now = time.perf_counter()
+        if now - last_report[0] >= args.report_every or step == 1:
+            last_report[0] = now
+            log(f"step {step:5d}  loss {loss:.3f}  ({now - started:.0f}s, "
+                f"{1e3 * (now - started) / step:.1f} ms/step)")
+            if args.sample_every_report:
+                log("  sample: " + repr(model.generate(args.prime, 120, temperature=0.8,
+                                                       seed=step)))
+
+    model.fit(text, window=args.window, batch_size=args.batch_size, epochs=10**6,
+              steps=args.steps, time_budget=args.seconds, progress=False, callback=report)
+    return model
+
+
+def _add_training_options(command, steps, seconds, hidden_size):
+    command.add_argument("--cell", choices=CELL_CHOICES, default="lstm")
+    command.add_argument("--hidden-size", type=int, default=hidden_size)
+    command.add_argument("--layers", type=int, default=1)
+    command.add_argument("--dropout", type=float, default=0.0,
+                         help="dropout between stacked layers (training only)")
+    command.add_argument("--window", type=int, default=64, help="truncated-BPTT window")
+    command.add_argument("--batch-size", type=int, default=32)
+    command.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    command.add_argument("--max-norm", type=float, default=5.0, help="gradient-norm clip")
+    command.add_argument("--steps", type=int, default=steps, help="training steps (max)")
+    command.add_argument("--seconds", type=float, default=seconds, help="time budget (max)")
+    command.add_argument("--seed", type=int, default=0)
+    command.add_argument("--prime", default="def ", help="text the samples start from")
+    command.add_argument("--report-every", type=float, default=5.0,
+                         help="seconds between progress lines")
+
+
+def _demo(args):
+    from .corpus import read_text, stdlib_source
+
+    text = read_text(args.text) if args.text else stdlib_source(args.max_chars)
+    print("fastrnn demo: a character model learns to write Python from the standard "
+          "library's own source" if not args.text else f"fastrnn demo: training on {args.text}")
+    args.sample_every_report = True
+    model = _train_model(args, text)
+    for temperature in (0.5, 0.8):
+        print(f"\n--- sample, temperature {temperature} ---")
+        print(args.prime + model.generate(args.prime, args.n, temperature=temperature,
+                                          seed=args.seed))
+    if args.out:
+        model.save(args.out)
+        print(f"\nsaved checkpoint to {args.out}")
+    return 0
+
+
+def _train(args):
+    from .corpus import read_text
+
+    text = read_text(args.text)
+    args.sample_every_report = False
+    model = _train_model(args, text)
+    model.save(args.out)
+    print(f"saved checkpoint to {args.out}")
+    return 0
+
+
+def _sample(args):
+    from .model import load
+
+    model = load(args.checkpoint)
+    if model.vocab is None:
+        raise ValueError(f"checkpoint: {args.checkpoint!r} is not a text model")
+    print(args.prime + model.generate(args.prime, args.n, temperature=args.temperature,
+                                      top_k=args.top_k, seed=args.seed))
+    return 0
+
+
+def _bench(args):
+    from . import bench
+
+    return bench.run(args)
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="fastrnn", description="CPU recurrent networks on fused Numba kernels.")
@@ -68,6 +169,50 @@ def _parser():
     check.add_argument("--rtol", type=float, default=1e-3)
     check.add_argument("--seed", type=int, default=0)
     check.set_defaults(run=_gradcheck)
+
+    demo = commands.add_parser(
+        "demo", help="train a character model for about a minute and generate text",
+        description="Train a character-level LSTM on the Python standard library's own "
+                    "source (or --text FILE), printing progress and samples.")
+    _add_training_options(demo, steps=None, seconds=60.0, hidden_size=128)
+    demo.add_argument("--text", help="train on this text file instead")
+    demo.add_argument("--max-chars", type=int, default=600_000,
+                      help="corpus size taken from the standard library")
+    demo.add_argument("-n", type=int, default=300, help="characters per final sample")
+    demo.add_argument("--out", help="also save a checkpoint here")
+    demo.set_defaults(run=_demo)
+
+    train = commands.add_parser(
+        "train", help="train a character model on a text file and save a checkpoint",
+        description="Train a character-level model on --text FILE with truncated BPTT and "
+                    "save it to --out.")
+    train.add_argument("--text", required=True, help="UTF-8 text file to learn from")
+    train.add_argument("--out", required=True, help="checkpoint file to write")
+    train.add_argument("--resume", help="continue training this checkpoint")
+    _add_training_options(train, steps=1000, seconds=None, hidden_size=128)
+    train.set_defaults(run=_train)
+
+    sample = commands.add_parser(
+        "sample", help="generate text from a checkpoint",
+        description="Generate characters from a checkpoint written by `fastrnn train`.")
+    sample.add_argument("checkpoint")
+    sample.add_argument("-n", type=int, default=300, help="characters to generate")
+    sample.add_argument("--temperature", type=float, default=0.8)
+    sample.add_argument("--top-k", type=int, default=None)
+    sample.add_argument("--prime", default="")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.set_defaults(run=_sample)
+
+    bench = commands.add_parser(
+        "bench", help="time fastrnn against installed peers (torch, JAX)",
+        description="Side-by-side timings on the benchmark grid or given shapes.")
+    try:
+        from . import bench as bench_module
+    except ImportError:  # pragma: no cover - the module ships with the package
+        bench_module = None
+    if bench_module is not None and hasattr(bench_module, "add_arguments"):
+        bench_module.add_arguments(bench)
+    bench.set_defaults(run=_bench)
     return parser
 
 
