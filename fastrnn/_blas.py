@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import glob
 import os
+import threading
 
 import scipy.linalg.cython_blas  # noqa: F401  (loads the library numba's np.dot uses)
 
@@ -38,17 +39,29 @@ _get_threads, _set_threads = _find_openblas()
 controllable = _get_threads is not None
 
 
+# Calls from several Python threads overlap: the first to enter saves the caller's
+# setting and the last to leave restores it.
+_guard = threading.Lock()
+_active_calls = 0
+_saved_threads = None
+
+
 @contextlib.contextmanager
 def single_threaded():
+    global _active_calls, _saved_threads
     if not controllable:
         yield
         return
-    previous = _get_threads()
-    if previous == 1:
-        yield
-        return
-    _set_threads(1)
+    with _guard:
+        if _active_calls == 0:
+            _saved_threads = _get_threads()
+            if _saved_threads != 1:
+                _set_threads(1)
+        _active_calls += 1
     try:
         yield
     finally:
-        _set_threads(previous)
+        with _guard:
+            _active_calls -= 1
+            if _active_calls == 0 and _saved_threads != 1:
+                _set_threads(_saved_threads)

@@ -1,16 +1,31 @@
-"""Thread count used by fastrnn's parallel kernels.
+"""Threads used by fastrnn's parallel kernels.
 
 numba's thread count is a per-thread setting, so every public call applies the
 fastrnn setting for its own duration (and restores the caller's in `finally`):
 a layer used from a worker thread uses the same count as from the main thread.
+
+Threading layer: unless NUMBA_THREADING_LAYER is set, fastrnn asks numba for TBB
+when the `tbb` package is installed (thread- and fork-safe), else for workqueue
+(fork-safe, sleeps rather than spins, so it degrades gracefully on a busy
+machine) ahead of GNU OpenMP (which aborts a forked child that uses it).
+workqueue must not be entered from two Python threads at once, so kernel calls
+are then serialised by a process-wide lock: several Python threads may share
+fastrnn safely, each call running on all of fastrnn's cores in turn.
 """
 
 import contextlib
 import os
+import threading
 
 import numba
 
 from . import _blas
+
+if not os.environ.get("NUMBA_THREADING_LAYER"):
+    numba.config.THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
+
+_THREAD_SAFE_LAYERS = ("tbb", "omp")
+_kernel_lock = threading.RLock()
 
 _ENV_VAR = "FASTRNN_NUM_THREADS"
 
@@ -62,7 +77,7 @@ def kernel_threads():
     1 where BLAS threading cannot be controlled (BLAS then threads by itself).
     """
     threads = _num_threads if _blas.controllable else 1
-    with _blas.single_threaded():
+    with _serialised(), _blas.single_threaded():
         previous = numba.get_num_threads()
         if previous == threads:
             yield threads
@@ -72,3 +87,19 @@ def kernel_threads():
             yield threads
         finally:
             numba.set_num_threads(previous)
+
+
+def _layer_is_thread_safe():
+    try:
+        return numba.threading_layer() in _THREAD_SAFE_LAYERS
+    except ValueError:  # no parallel kernel has run yet: the layer is not chosen
+        return False
+
+
+@contextlib.contextmanager
+def _serialised():
+    if _layer_is_thread_safe():
+        yield
+        return
+    with _kernel_lock:
+        yield

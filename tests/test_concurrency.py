@@ -1,0 +1,92 @@
+"""Several Python threads and processes using fastrnn at once get correct results."""
+
+import multiprocessing
+import threading
+
+import numpy as np
+import pytest
+
+import fastrnn
+
+
+def _layer_output(seed):
+    layer = fastrnn.LSTM(4, 6, num_layers=2, bidirectional=True, dtype=np.float64, seed=seed)
+    x = np.random.default_rng(seed).standard_normal((12, 5, 4))
+    out, _ = layer(x, lengths=np.array([12, 3, 7, 1, 12]))
+    dx, _ = layer.backward(np.ones_like(out), max_norm=1.0)
+    return out, dx, layer.grad_norm
+
+
+def test_threads_with_their_own_layers_match_serial_results():
+    expected = {seed: _layer_output(seed) for seed in range(6)}
+    results, errors = {}, []
+
+    def worker(seed):
+        try:
+            for _ in range(5):
+                results[seed] = _layer_output(seed)
+        except Exception as error:  # reported below; a thread cannot fail the test itself
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    assert all(not thread.is_alive() for thread in threads)
+    for seed, (out, dx, norm) in expected.items():
+        np.testing.assert_array_equal(results[seed][0], out)
+        np.testing.assert_array_equal(results[seed][1], dx)
+        assert results[seed][2] == norm
+
+
+def test_threads_sharing_one_layer_for_inference():
+    layer = fastrnn.GRU(3, 8, dtype=np.float32, seed=1)
+    inputs = [np.random.default_rng(k).standard_normal((20, 4, 3)) for k in range(8)]
+    expected = [layer(x)[0] for x in inputs]
+    results = [None] * len(inputs)
+
+    def worker(k):
+        for _ in range(10):
+            results[k] = layer(inputs[k])[0]
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(len(inputs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def _child(queue):
+    out, dx, norm = _layer_output(3)
+    queue.put((out, dx, norm))
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_processes_use_cached_kernels(method):
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"start method {method!r} does not exist on this platform")
+    expected = _layer_output(3)  # the parent has run parallel kernels before forking
+    context = multiprocessing.get_context(method)
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(queue,))
+    process.start()
+    out, dx, norm = queue.get(timeout=300)
+    process.join(timeout=60)
+    assert process.exitcode == 0
+    np.testing.assert_array_equal(out, expected[0])
+    np.testing.assert_array_equal(dx, expected[1])
+    assert norm == expected[2]
+
+
+def test_blas_thread_setting_is_restored():
+    from fastrnn import _blas
+
+    if not _blas.controllable:
+        pytest.skip("this scipy build's BLAS threads cannot be controlled")
+    before = _blas._get_threads()
+    _layer_output(0)
+    assert _blas._get_threads() == before
