@@ -36,3 +36,17 @@ def bench(session):
     session.run("asv", "machine", "--yes")
     session.run("asv", "run", "--environment", "existing:python", "--quick",
                 "--show-stderr", *session.posargs)
+
+
+@nox.session
+def fuzz(session):
+    """Run the fuzz test many times, each in its own process, so a crash is reported.
+
+    `nox -s fuzz -- 20` sets the number of runs (default 10).
+    """
+    session.install("-e", ".[test]")
+    runs = int(session.posargs[0]) if session.posargs else 10
+    for seed in range(runs):
+        session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                    "tests/test_fuzz.py", f"--hypothesis-seed={seed}",
+                    env={"HYPOTHESIS_PROFILE": "fuzz"})
