@@ -1,11 +1,10 @@
 """Runs one direction of one layer of a cell: allocates the kernel buffers and calls
-the fused forward or BPTT kernel. Knows shapes and buffers, nothing of validation."""
+the fused forward or BPTT kernel, the single-threaded variant when n_threads == 1.
+Knows shapes and buffers, nothing of validation."""
 
 import numpy as np
 
-from ._kernels.elman import elman_backward, elman_forward
-from ._kernels.gru import gru_backward, gru_forward
-from ._kernels.lstm import lstm_backward, lstm_forward
+from ._kernels import elman, gru, lstm
 
 
 class ElmanCell:
@@ -21,18 +20,27 @@ class ElmanCell:
         h_prev = np.empty_like(gates)
         out = np.empty_like(gates)
         h_n = np.empty_like(h0)
-        elman_forward(x, w_ih.T, w_hh.T, b_ih + b_hh, h0, lengths, reverse, self.use_relu,
-                      n_threads, gates, h_prev, out, h_n)
+        buffers = (gates, h_prev, out, h_n)
+        inputs = (x, w_ih.T, w_hh.T, b_ih + b_hh, h0, lengths, reverse, self.use_relu)
+        if n_threads == 1:
+            elman.elman_forward_serial(*inputs, *buffers)
+        else:
+            elman.elman_forward(*inputs, n_threads, *buffers)
         return out, h_n, None, (gates, h_prev)
 
     def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
                  clip_hidden, n_threads, dw_ih, dw_hh, db_ih, db_hh):
         gates, h_prev = cache
-        d_gates = np.empty_like(gates)
         dx = np.empty_like(x)
         dh0 = np.empty_like(d_hn)
-        elman_backward(x, w_ih, w_hh, lengths, reverse, self.use_relu, n_threads, clip_hidden,
-                       gates, h_prev, d_out, d_hn, d_gates, dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
+        arrays = (gates, h_prev, d_out, d_hn, np.empty_like(gates), dx, dh0,
+                  dw_ih, dw_hh, db_ih, db_hh)
+        if n_threads == 1:
+            elman.elman_backward_serial(x, w_ih, w_hh, lengths, reverse, self.use_relu,
+                                        clip_hidden, *arrays)
+        else:
+            elman.elman_backward(x, w_ih, w_hh, lengths, reverse, self.use_relu, n_threads,
+                                 clip_hidden, *arrays)
         return dx, dh0, None
 
 
@@ -49,20 +57,26 @@ class LSTMCell:
         out = np.empty_like(h_prev)
         h_n = np.empty_like(h0)
         c_n = np.empty_like(c0)
-        lstm_forward(x, w_ih.T, w_hh.T, b_ih + b_hh, h0, c0, lengths, reverse, n_threads,
-                     gates, h_prev, c_prev, tanh_c, out, h_n, c_n)
+        buffers = (gates, h_prev, c_prev, tanh_c, out, h_n, c_n)
+        inputs = (x, w_ih.T, w_hh.T, b_ih + b_hh, h0, c0, lengths, reverse)
+        if n_threads == 1:
+            lstm.lstm_forward_serial(*inputs, *buffers)
+        else:
+            lstm.lstm_forward(*inputs, n_threads, *buffers)
         return out, h_n, c_n, (gates, h_prev, c_prev, tanh_c)
 
     def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
                  clip_hidden, n_threads, dw_ih, dw_hh, db_ih, db_hh):
         gates, h_prev, c_prev, tanh_c = cache
-        d_gates = np.empty_like(gates)
         dx = np.empty_like(x)
         dh0 = np.empty_like(d_hn)
         dc0 = np.empty_like(d_cn)
-        lstm_backward(x, w_ih, w_hh, lengths, reverse, n_threads, clip_hidden,
-                      gates, h_prev, c_prev, tanh_c, d_out, d_hn, d_cn,
-                      d_gates, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
+        arrays = (gates, h_prev, c_prev, tanh_c, d_out, d_hn, d_cn, np.empty_like(gates),
+                  dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
+        if n_threads == 1:
+            lstm.lstm_backward_serial(x, w_ih, w_hh, lengths, reverse, clip_hidden, *arrays)
+        else:
+            lstm.lstm_backward(x, w_ih, w_hh, lengths, reverse, n_threads, clip_hidden, *arrays)
         return dx, dh0, dc0
 
 
@@ -77,20 +91,25 @@ class GRUCell:
         h_prev = np.empty_like(hidden_n)
         out = np.empty_like(hidden_n)
         h_n = np.empty_like(h0)
-        gru_forward(x, w_ih.T, w_hh.T, b_ih, b_hh, h0, lengths, reverse, n_threads,
-                    gates, hidden_n, h_prev, out, h_n)
+        buffers = (gates, hidden_n, h_prev, out, h_n)
+        inputs = (x, w_ih.T, w_hh.T, b_ih, b_hh, h0, lengths, reverse)
+        if n_threads == 1:
+            gru.gru_forward_serial(*inputs, *buffers)
+        else:
+            gru.gru_forward(*inputs, n_threads, *buffers)
         return out, h_n, None, (gates, hidden_n, h_prev)
 
     def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
                  clip_hidden, n_threads, dw_ih, dw_hh, db_ih, db_hh):
         gates, hidden_n, h_prev = cache
-        d_gates_x = np.empty_like(gates)
-        d_gates_h = np.empty_like(gates)
         dx = np.empty_like(x)
         dh0 = np.empty_like(d_hn)
-        gru_backward(x, w_ih, w_hh, lengths, reverse, n_threads, clip_hidden,
-                     gates, hidden_n, h_prev, d_out, d_hn, d_gates_x, d_gates_h,
-                     dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
+        arrays = (gates, hidden_n, h_prev, d_out, d_hn, np.empty_like(gates),
+                  np.empty_like(gates), dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
+        if n_threads == 1:
+            gru.gru_backward_serial(x, w_ih, w_hh, lengths, reverse, clip_hidden, *arrays)
+        else:
+            gru.gru_backward(x, w_ih, w_hh, lengths, reverse, n_threads, clip_hidden, *arrays)
         return dx, dh0, None
 
 

@@ -69,13 +69,23 @@ def get_num_threads():
     return _num_threads
 
 
+# Below this many multiply-adds per call (about 0.2 ms of work) a parallel
+# region's launch costs more than it saves: such calls run the serial kernels and
+# touch no thread settings at all (streaming stays cheap).
+SERIAL_WORK = 1 << 21
+
+
 @contextlib.contextmanager
-def kernel_threads():
+def kernel_threads(work=None):
     """Run the body with numba's thread count set to fastrnn's and BLAS single-threaded.
 
     Yields how many threads the kernels may split work across: fastrnn's count, or
-    1 where BLAS threading cannot be controlled (BLAS then threads by itself).
+    1 where BLAS threading cannot be controlled (BLAS then threads by itself) or
+    the call's `work` (multiply-adds) is too small to be worth splitting.
     """
+    if work is not None and work < SERIAL_WORK:
+        yield 1
+        return
     threads = _num_threads if _blas.controllable else 1
     with _serialised(), _blas.single_threaded():
         previous = numba.get_num_threads()

@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import struct
 import tempfile
 import zipfile
 
@@ -93,11 +94,24 @@ def load_checkpoint(path):
     with open(path, "rb") as file:
         raw = file.read()
     try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
+        loaded = np.load(io.BytesIO(raw), allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded as archive:
+                arrays = {name: archive[name] for name in archive.files}
+    # A damaged zip raises more than BadZipFile: a flipped byte in a header can give
+    # NotImplementedError (compression method, zip version), RuntimeError ("encrypted")
+    # or struct.error.
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError,
+            KeyError, NotImplementedError, RuntimeError, struct.error) as error:
         raise CheckpointError(f"{path!r} is not a fastrnn checkpoint (unreadable archive: "
-                              f"{error})") from None
+                              f"{type(error).__name__}: {error})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
+        raise CheckpointError(f"{path!r} is not a fastrnn checkpoint (a single .npy array, "
+                              "not an .npz archive)")
+    foreign = sorted(name for name, value in arrays.items() if not isinstance(value, np.ndarray))
+    if foreign:
+        raise CheckpointError(f"{path!r} is not a fastrnn checkpoint (members {foreign} are "
+                              "not .npy arrays)")
     if _META_KEY not in arrays or _CHECKSUM_KEY not in arrays:
         raise CheckpointError(f"{path!r} is not a fastrnn checkpoint (no metadata record)")
     meta_bytes = arrays.pop(_META_KEY).tobytes()

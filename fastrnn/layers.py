@@ -229,7 +229,7 @@ class _RecurrentLayer:
         c_n = np.empty_like(h0) if self._cell.has_cell_state else None
         layer_inputs, caches, masks = [], [], []
         layer_input = x.reshape(n_steps * batch, -1)
-        with _threads.kernel_threads() as threads:
+        with _threads.kernel_threads(self._work(n_steps, batch)) as threads:
             for layer in range(self.num_layers):
                 outputs = []
                 for direction in range(self.num_directions):
@@ -256,6 +256,12 @@ class _RecurrentLayer:
         out = out.reshape(n_steps, batch, self.num_directions * hidden)
         return self._to_user_layout(out, unbatched), self._state_to_user(h_n, unbatched), \
             (self._state_to_user(c_n, unbatched) if c_n is not None else None)
+
+    def _work(self, n_steps, batch):
+        """Multiply-adds of one forward pass (decides serial or parallel kernels)."""
+        gates = self._cell.n_gates * self.hidden_size
+        width = self.input_size + self.hidden_size
+        return n_steps * batch * gates * width * self.num_layers * self.num_directions
 
     def _to_user_layout(self, seq, unbatched):
         if unbatched:
@@ -308,7 +314,7 @@ class _RecurrentLayer:
         dc0 = np.empty_like(d_hn) if has_c else None
         clip_hidden = np.inf if clip_hidden is None else clip_hidden
         d_layer_out = d_out
-        with _threads.kernel_threads() as threads:
+        with _threads.kernel_threads(2 * self._work(n_steps, batch)) as threads:
             for layer in reversed(range(self.num_layers)):
                 layer_input = cache["layer_inputs"][layer]
                 d_input = None

@@ -2,6 +2,7 @@
 by one call per batch (forward, loss, BPTT, clipping and update)."""
 
 import math
+import numbers
 import sys
 import time
 
@@ -77,7 +78,8 @@ class SequenceModel:
                            output=output, loss=loss,
                            max_norm=non_negative_float(max_norm, "max_norm"),
                            clip_value=non_negative_float(clip_value, "clip_value"),
-                           dropout=float(dropout), dtype=as_dtype(dtype).name, seed=seed)
+                           dropout=float(dropout), dtype=as_dtype(dtype).name,
+                           seed=_seed_for_config(seed))
         if loss == "cross_entropy" and self.config["output_size"] < 2:
             raise ValueError("output_size must be >= 2 (the number of classes) for "
                              f"cross_entropy, got {output_size}")
@@ -229,8 +231,11 @@ class SequenceModel:
             if lengths is not None:
                 mask = (np.arange(n_steps)[:, None] < lengths[None, :]).reshape(-1)
                 mask = mask.astype(self.dtype)
-        logits = features @ self.head_weight.T
-        logits += self.head_bias
+        # Huge weights (a diverging run) may overflow here: inf/NaN then flow to the
+        # loss and the step is skipped, without numpy warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits = features @ self.head_weight.T
+            logits += self.head_bias
         return logits, features, mask, final
 
     def predict(self, x, lengths=None, state=None):
@@ -273,9 +278,10 @@ class SequenceModel:
         logits, features, mask, final = self._forward(x, lengths, state)
         loss, d_logits = self._loss(logits, targets, mask)
         self.zero_grad()
-        self._head_weight_grad += d_logits.T @ features
-        self._head_bias_grad += d_logits.sum(axis=0)
-        d_features = d_logits @ self.head_weight
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite: skipped below
+            self._head_weight_grad += d_logits.T @ features
+            self._head_bias_grad += d_logits.sum(axis=0)
+            d_features = d_logits @ self.head_weight
         if self.config["output"] == "last":
             directions, hidden = self.rnn.num_directions, self.config["hidden_size"]
             rows = self.rnn.num_layers * directions
@@ -317,8 +323,14 @@ class SequenceModel:
         window = positive_int(window, "window")
         batch_size = positive_int(batch_size, "batch_size")
         epochs = positive_int(epochs, "epochs")
+        if steps is not None:
+            steps = positive_int(steps, "steps")
+        time_budget = non_negative_float(time_budget, "time_budget")
         ids = self._token_ids(data, "data")
         streams = self._streams(ids, batch_size, window, "data")
+        if validation is not None:  # fail now, not after a whole epoch of training
+            self._streams(self._token_ids(validation, "validation"), batch_size, window,
+                          "validation")
         history = {"loss": [], "val_loss": []}
         start = time.perf_counter()
         n_windows = (streams.shape[0] - 1) // window
@@ -341,7 +353,8 @@ class SequenceModel:
                     break
             else:
                 if validation is not None:
-                    history["val_loss"].append(self.evaluate(validation, window=window))
+                    history["val_loss"].append(
+                        self.evaluate(validation, window=window, batch_size=batch_size))
                 continue
             break
         if progress:
@@ -503,6 +516,19 @@ class SequenceModel:
 def load(path):
     """Load a SequenceModel saved with `model.save(path)`."""
     return SequenceModel.load(path)
+
+
+def _seed_for_config(seed):
+    """The seed as a checkpoint's JSON config can hold it: numpy integers become ints;
+    a SeedSequence is not kept (a checkpoint restores weights and dropout RNG state)."""
+    if seed is None or isinstance(seed, np.random.SeedSequence):
+        return None
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        return int(seed)
+    try:
+        return [int(part) for part in seed]
+    except (TypeError, ValueError):
+        return seed  # not a valid seed: seed_sequence() reports it
 
 
 def _sample(logits, temperature, top_k, rng):

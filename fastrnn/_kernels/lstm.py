@@ -15,7 +15,14 @@ from numba import prange
 
 from ._jit import kernel, parallel_kernel
 from .activations import sigmoid, tanh
-from .sequence import accumulate_param_grads, batch_chunks, chunk_bounds, rows_dot, time_index
+from .sequence import (
+    accumulate_param_grads,
+    accumulate_param_grads_parallel,
+    batch_chunks,
+    chunk_bounds,
+    rows_dot,
+    time_index,
+)
 
 
 @kernel
@@ -129,6 +136,31 @@ def lstm_backward(x, w_ih, w_hh, lengths, reverse, n_threads, clip_hidden,
                        gates, c_prev, tanh_c, d_out, d_hn, d_cn, d_gates, dh0, dc0)
     d_gates_2d = d_gates.reshape(n_steps * batch, width)
     rows_dot(d_gates_2d, w_ih, dx, n_threads)
-    accumulate_param_grads(d_gates_2d, x, dw_ih, db_ih, n_threads)
+    accumulate_param_grads_parallel(d_gates_2d, x, dw_ih, db_ih, n_threads)
     h_prev_2d = h_prev.reshape(n_steps * batch, h_prev.shape[2])
-    accumulate_param_grads(d_gates_2d, h_prev_2d, dw_hh, db_hh, n_threads)
+    accumulate_param_grads_parallel(d_gates_2d, h_prev_2d, dw_hh, db_hh, n_threads)
+
+
+# Single-threaded variants: the same arithmetic without a parallel region, whose
+# launch costs more than a small problem's whole time loop (and streaming calls).
+@kernel
+def lstm_forward_serial(x, w_ih_t, w_hh_t, bias, h0, c0, lengths, reverse,
+                        gates, h_prev, c_prev, tanh_c, out, h_n, c_n):
+    n_steps, batch, width = gates.shape
+    np.dot(x, w_ih_t, gates.reshape(n_steps * batch, width))
+    _forward_rows(0, gates.shape[1], w_hh_t, bias, h0, c0, lengths, reverse,
+                  gates, h_prev, c_prev, tanh_c, out, h_n, c_n)
+
+
+@kernel
+def lstm_backward_serial(x, w_ih, w_hh, lengths, reverse, clip_hidden,
+                         gates, h_prev, c_prev, tanh_c, d_out, d_hn, d_cn,
+                         d_gates, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh):
+    n_steps, batch, width = gates.shape
+    _backward_rows(0, gates.shape[1], w_hh, lengths, reverse, clip_hidden,
+                   gates, c_prev, tanh_c, d_out, d_hn, d_cn, d_gates, dh0, dc0)
+    d_gates_2d = d_gates.reshape(n_steps * batch, width)
+    np.dot(d_gates_2d, w_ih, dx)
+    accumulate_param_grads(d_gates_2d, x, dw_ih, db_ih)
+    accumulate_param_grads(d_gates.reshape(n_steps * batch, width),
+                           h_prev.reshape(n_steps * batch, h_prev.shape[2]), dw_hh, db_hh)

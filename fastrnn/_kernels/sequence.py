@@ -37,8 +37,18 @@ def rows_dot(a, b, out, n_threads):
         np.dot(a[start:stop], b, out[start:stop])
 
 
+@kernel
+def accumulate_param_grads(d_gates, inputs, d_weight, d_bias):
+    """Single-threaded accumulate_param_grads_parallel."""
+    d_weight += np.dot(d_gates.T, inputs)
+    n_rows, n_gates = d_gates.shape
+    for row in range(n_rows):
+        for col in range(n_gates):
+            d_bias[col] += d_gates[row, col]
+
+
 @parallel_kernel
-def accumulate_param_grads(d_gates, inputs, d_weight, d_bias, n_threads):
+def accumulate_param_grads_parallel(d_gates, inputs, d_weight, d_bias, n_threads):
     """d_weight += d_gates^T inputs and d_bias += column sums of d_gates.
 
     d_gates is (N, G) with zero rows at padded steps, inputs (N, K): the whole

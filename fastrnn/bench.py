@@ -1,0 +1,479 @@
+"""`fastrnn bench`: fastrnn side by side with torch and JAX on the benchmark grid.
+
+Every framework runs the same work on the same float32 N(0, 1) inputs with the same
+number of threads, measured alternating in one process; the table shows medians.
+
+- train:   zero the gradients, forward, backward of out.sum() (d_out = ones), then
+           global-norm clipping of all parameter gradients to max_norm 5.
+- forward: inference only (torch under no_grad).
+- stream:  one call per time step (T=1, B=1, H=I=128), carrying the state between calls.
+
+The peers are optional: torch and JAX are imported inside functions only, and a peer
+that is not installed is reported as such. The asv suite (benchmarks/) builds its
+workloads and counts its FLOPs with the functions here.
+"""
+
+import contextlib
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+CELLS = ("rnn", "lstm", "gru")
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+MODES = ("train", "forward", "stream")
+PEERS = ("torch", "jax")
+FRAMEWORKS = ("fastrnn",) + PEERS
+MAX_NORM = 5.0
+STREAM_HIDDEN = 128
+MIN_SAMPLE_SECONDS = 0.005     # each timed sample repeats the call until it lasts this long
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    T: int
+    B: int
+    I: int  # noqa: E741
+    H: int
+
+    def __str__(self):
+        return f"{self.name} ({self.T},{self.B},{self.I},{self.H})" if self.name \
+            else f"{self.T},{self.B},{self.I},{self.H}"
+
+
+GRID = {shape.name: shape for shape in (
+    Shape("tiny", 100, 1, 64, 64),
+    Shape("small", 100, 16, 32, 32),
+    Shape("mid", 50, 32, 64, 128),
+    Shape("big", 35, 64, 256, 256),
+    Shape("large", 100, 64, 512, 512),
+    Shape("wide", 25, 16, 1024, 1024),
+)}
+STREAM_SHAPE = Shape("stream", 1, 1, STREAM_HIDDEN, STREAM_HIDDEN)
+
+
+class PeerNotInstalled(Exception):
+    """A comparison framework (torch, JAX) cannot be imported."""
+
+
+# --------------------------------------------------------------------------- FLOPs
+def flop_count(cell, shape, mode="forward"):
+    """Floating-point operations of one call, counting the matrix products only.
+
+    Forward is 2*T*B*G*H*(I+H) for a cell with G gate blocks (RNN 1, GRU 3, LSTM 4).
+    A training step is counted as 3x forward: backward costs two products per forward
+    product (input gradients and weight gradients). A streaming call is a forward
+    with T = B = 1.
+    """
+    if cell not in GATES:
+        raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    forward = 2 * shape.T * shape.B * GATES[cell] * shape.H * (shape.I + shape.H)
+    return 3 * forward if mode == "train" else forward
+
+
+def gemm_gflops(threads=None, size=1024, repeats=20):
+    """The machine's float32 GEMM throughput: numpy matmul of two size x size matrices.
+
+    Best of `repeats`, with numpy's BLAS limited to `threads` where threadpoolctl is
+    installed (otherwise BLAS uses its own default).
+    """
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    with _blas_thread_limit(threads):
+        for _ in range(3):
+            a @ b
+        best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _blas_thread_limit(threads):
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
+# --------------------------------------------------------------------------- timing
+def _seconds(function, number=1):
+    start = time.perf_counter()
+    for _ in range(number):
+        function()
+    return (time.perf_counter() - start) / number
+
+
+def median_ms(workloads, repeats):
+    """Median milliseconds per call of each workload {name: callable}.
+
+    Each workload is warmed up and calibrated first (so one sample lasts at least
+    MIN_SAMPLE_SECONDS); then the samples alternate between the workloads, so slow
+    drifts of the machine hit all of them alike.
+    """
+    numbers = {}
+    for name, workload in workloads.items():
+        workload()
+        one_call = _seconds(workload, 2)
+        numbers[name] = max(1, int(MIN_SAMPLE_SECONDS / max(one_call, 1e-9)))
+    samples = {name: [] for name in workloads}
+    for _ in range(repeats):
+        for name, workload in workloads.items():
+            samples[name].append(_seconds(workload, numbers[name]))
+    return {name: 1e3 * statistics.median(values) for name, values in samples.items()}
+
+
+# --------------------------------------------------------------------------- workloads
+def make_inputs(shape, seed=0):
+    """float32 N(0, 1) input of shape (T, B, I)."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((shape.T, shape.B, shape.I), dtype=np.float32)
+
+
+def make_workload(framework, cell, mode, shape, seed=0):
+    """A no-argument callable doing one `mode` call of `cell` on `shape` in `framework`.
+
+    Raises PeerNotInstalled when the framework cannot be imported. The callable is
+    not yet warmed up (for JAX it is compiled already).
+    """
+    builders = {"fastrnn": _fastrnn_workload, "torch": _torch_workload, "jax": _jax_workload}
+    if framework not in builders:
+        raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "stream":
+        shape = STREAM_SHAPE
+    return builders[framework](cell, mode, shape, make_inputs(shape, seed), seed)
+
+
+def _fastrnn_workload(cell, mode, shape, x, seed):
+    import fastrnn
+
+    layer_class = {"rnn": fastrnn.RNN, "lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[cell]
+    layer = layer_class(shape.I, shape.H, dtype=np.float32, seed=seed)
+    if mode == "train":
+        d_out = np.ones((shape.T, shape.B, shape.H), dtype=np.float32)
+
+        def train_step():
+            layer.zero_grad()
+            layer(x)
+            layer.backward(d_out, max_norm=MAX_NORM)
+        return train_step
+    if mode == "forward":
+        return lambda: layer(x)
+
+    state = None
+
+    def stream_step():
+        nonlocal state
+        _, state = layer(x, state)
+    return stream_step
+
+
+def import_torch():
+    try:
+        import torch
+    except ImportError as error:
+        raise PeerNotInstalled("torch") from error
+    return torch
+
+
+def _torch_workload(cell, mode, shape, x, seed):
+    torch = import_torch()
+    torch.manual_seed(seed)
+    module_class = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+    module = module_class(shape.I, shape.H)
+    x = torch.from_numpy(x)
+    if mode == "train":
+        def train_step():
+            module.zero_grad()
+            out, _ = module(x)
+            out.sum().backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), MAX_NORM)
+        return train_step
+    if mode == "forward":
+        def forward():
+            with torch.no_grad():
+                module(x)
+        return forward
+
+    state = None
+
+    def stream_step():
+        nonlocal state
+        with torch.no_grad():
+            _, state = module(x, state)
+    return stream_step
+
+
+def import_jax(threads=None):
+    """Import JAX; with `threads` == 1, XLA is told to run single-threaded.
+
+    XLA reads its flags once, at import, and can only be asked for one thread or
+    all cores; the first import in a process decides.
+    """
+    if threads == 1 and "jax" not in sys.modules:
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false "
+                                   "intra_op_parallelism_threads=1").strip()
+    try:
+        import jax
+    except ImportError as error:
+        raise PeerNotInstalled("jax") from error
+    return jax
+
+
+def _jax_cell(cell, jax):
+    """step(params, state, x_t) -> (state, h_t), written as torch's equations."""
+    jnp = jax.numpy
+
+    def gates(params, h, x_t):
+        return (x_t @ params["weight_ih"].T + params["bias_ih"],
+                h @ params["weight_hh"].T + params["bias_hh"])
+
+    def rnn_step(params, h, x_t):
+        from_input, from_hidden = gates(params, h, x_t)
+        h = jnp.tanh(from_input + from_hidden)
+        return h, h
+
+    def lstm_step(params, state, x_t):
+        h, c = state
+        from_input, from_hidden = gates(params, h, x_t)
+        i, f, g, o = jnp.split(from_input + from_hidden, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return (h, c), h
+
+    def gru_step(params, h, x_t):
+        from_input, from_hidden = gates(params, h, x_t)
+        i_r, i_z, i_n = jnp.split(from_input, 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(from_hidden, 3, axis=-1)
+        r = jax.nn.sigmoid(i_r + h_r)
+        z = jax.nn.sigmoid(i_z + h_z)
+        n = jnp.tanh(i_n + r * h_n)
+        h = (1.0 - z) * n + z * h
+        return h, h
+
+    return {"rnn": rnn_step, "lstm": lstm_step, "gru": gru_step}[cell]
+
+
+def _jax_workload(cell, mode, shape, x, seed):
+    jax = import_jax()
+    jnp = jax.numpy
+    step = _jax_cell(cell, jax)
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / np.sqrt(shape.H)
+    gate_rows = GATES[cell] * shape.H
+    params = {name: jnp.asarray(rng.uniform(-bound, bound, size).astype(np.float32))
+              for name, size in (("weight_ih", (gate_rows, shape.I)),
+                                 ("weight_hh", (gate_rows, shape.H)),
+                                 ("bias_ih", (gate_rows,)), ("bias_hh", (gate_rows,)))}
+    zeros = jnp.zeros((shape.B, shape.H), jnp.float32)
+    initial_state = (zeros, zeros) if cell == "lstm" else zeros
+    x = jnp.asarray(x)
+
+    def sequence(params, x, state):
+        return jax.lax.scan(lambda carry, x_t: step(params, carry, x_t), state, x)
+
+    if mode == "train":
+        def loss(params, x):
+            _, out = sequence(params, x, initial_state)
+            return out.sum()
+
+        @jax.jit
+        def train_step(params, x):
+            value, grads = jax.value_and_grad(loss)(params, x)
+            leaves = jax.tree_util.tree_leaves(grads)
+            norm = jnp.sqrt(sum(jnp.sum(g * g) for g in leaves))
+            scale = jnp.minimum(1.0, MAX_NORM / (norm + 1e-6))
+            return value, jax.tree_util.tree_map(lambda g: g * scale, grads), norm
+
+        jax.block_until_ready(train_step(params, x))
+        return lambda: jax.block_until_ready(train_step(params, x))
+
+    if mode == "forward":
+        forward = jax.jit(sequence)
+        jax.block_until_ready(forward(params, x, initial_state))
+        return lambda: jax.block_until_ready(forward(params, x, initial_state))
+
+    one_step = jax.jit(lambda params, x_t, state: step(params, state, x_t[0])[0])
+    state = jax.block_until_ready(one_step(params, x, initial_state))
+
+    def stream_step():
+        nonlocal state
+        state = jax.block_until_ready(one_step(params, x, state))
+    return stream_step
+
+
+def peer_installed(peer):
+    """Whether a comparison framework can be imported."""
+    try:
+        import_torch() if peer == "torch" else import_jax()
+    except PeerNotInstalled:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- threads
+def set_threads(threads):
+    """Give fastrnn and every installed peer `threads`; returns a function undoing it."""
+    import fastrnn
+
+    previous_fastrnn = fastrnn.get_num_threads()
+    fastrnn.set_num_threads(threads)
+    undo = [lambda: fastrnn.set_num_threads(previous_fastrnn)]
+    try:
+        torch = import_torch()
+    except PeerNotInstalled:
+        pass
+    else:
+        previous_torch = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        undo.append(lambda: torch.set_num_threads(previous_torch))
+
+    def restore():
+        for action in undo:
+            action()
+    return restore
+
+
+# --------------------------------------------------------------------------- command
+def parse_shape(text):
+    """A grid name (tiny, ..., wide) or T,B,I,H."""
+    if text in GRID:
+        return GRID[text]
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        sizes = []
+    if len(sizes) != 4 or min(sizes) < 1:
+        raise ValueError(f"--shape must be a grid name ({', '.join(GRID)}) or four "
+                         f"positive integers T,B,I,H, got {text!r}")
+    return Shape("", *sizes)
+
+
+def parse_cells(text):
+    cells = [cell.strip() for cell in text.split(",") if cell.strip()]
+    unknown = [cell for cell in cells if cell not in CELLS]
+    if unknown or not cells:
+        raise ValueError(f"--cells must be a comma-separated subset of {','.join(CELLS)}, "
+                         f"got {text!r}")
+    return cells
+
+
+def add_arguments(parser):
+    """Options of `fastrnn bench` (added to an argparse parser)."""
+    parser.add_argument(
+        "--shape", action="append", metavar="T,B,I,H",
+        help="a shape to measure: T,B,I,H or a grid name (repeatable; default: the "
+             f"whole grid {', '.join(GRID)})")
+    parser.add_argument("--cells", default=",".join(CELLS),
+                        help="comma-separated cells (default: %(default)s)")
+    parser.add_argument("--mode", choices=MODES + ("all",), default="all",
+                        help="train step, forward only, streaming (T=1, B=1, H=128, state "
+                             "carried between calls), or all (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=15,
+                        help="timed samples per framework; the table shows the median "
+                             "(default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for fastrnn and every peer (default: all cores)")
+    return parser
+
+
+def run(args):
+    """Measure and print the table; returns the exit status."""
+    import fastrnn
+
+    cells = parse_cells(args.cells)
+    shapes = [parse_shape(text) for text in args.shape] if args.shape else list(GRID.values())
+    modes = MODES if args.mode == "all" else (args.mode,)
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+    threads = fastrnn.get_num_threads() if args.threads is None else args.threads
+    restore_threads = set_threads(threads)   # validates the count
+    try:
+        installed = _installed_peers(threads)
+        print(_header(threads, installed))
+        if os.environ.get("OPENBLAS_CORETYPE") or os.environ.get("OPENBLAS_L2_SIZE"):
+            print("warning: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set; numpy's BLAS may "
+                  "run an older kernel (unset both for benchmarks)")
+        peak = gemm_gflops(threads)
+        print(f"fp32 GEMM peak (numpy 1024x1024 matmul, {threads} threads): "
+              f"{peak:.1f} GFLOP/s\n")
+        rows = []
+        for mode in modes:
+            for cell in cells:
+                for shape in ([STREAM_SHAPE] if mode == "stream" else shapes):
+                    rows.append(_measure_row(cell, mode, shape, installed, args.repeats, peak))
+        print(_format_table(rows))
+        print("\nms: median per call; vs PEER: PEER ms / fastrnn ms (above 1: fastrnn is "
+              "faster); %peak: fastrnn GFLOP/s as a share of the GEMM peak.")
+    finally:
+        restore_threads()
+    return 0
+
+
+def _installed_peers(threads):
+    installed = {}
+    for peer in PEERS:
+        try:
+            module = import_torch() if peer == "torch" else import_jax(threads)
+        except PeerNotInstalled:
+            installed[peer] = None
+        else:
+            installed[peer] = module.__version__
+    return installed
+
+
+def _header(threads, installed):
+    import fastrnn
+
+    peers = ", ".join(f"{peer} {version or 'not installed'}" for peer, version in installed.items())
+    text = (f"fastrnn {fastrnn.__version__} bench, {datetime.date.today()}, "
+            f"{platform.machine()} {os.cpu_count()} cores, {threads} threads, float32\n"
+            f"numpy {np.__version__}; peers: {peers}")
+    if installed.get("jax") and threads not in (1, os.cpu_count()):
+        text += "\nnote: XLA runs on one thread or all cores; JAX uses all cores here"
+    return text
+
+
+def _measure_row(cell, mode, shape, installed, repeats, peak):
+    workloads = {"fastrnn": make_workload("fastrnn", cell, mode, shape)}
+    for peer, version in installed.items():
+        if version is not None:
+            workloads[peer] = make_workload(peer, cell, mode, shape)
+    ms = median_ms(workloads, repeats)
+    gflops = flop_count(cell, shape, mode) / (ms["fastrnn"] * 1e-3) / 1e9
+    row = {"cell": cell, "mode": mode, "shape": str(shape), "fastrnn ms": f"{ms['fastrnn']:.3f}"}
+    for peer in PEERS:
+        if peer in ms:
+            row[f"{peer} ms"] = f"{ms[peer]:.3f}"
+            row[f"vs {peer}"] = f"{ms[peer] / ms['fastrnn']:.2f}x"
+        else:
+            row[f"{peer} ms"] = "not installed"
+            row[f"vs {peer}"] = "-"
+    row["GFLOP/s"] = f"{gflops:.1f}"
+    row["%peak"] = f"{100 * gflops / peak:.0f}%"
+    return row
+
+
+def _format_table(rows):
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(row[c]) for row in rows)) for c in columns}
+    left = {"cell", "mode", "shape"}
+
+    def line(values):
+        return "  ".join(values[c].ljust(widths[c]) if c in left else values[c].rjust(widths[c])
+                         for c in columns)
+    return "\n".join([line({c: c for c in columns}),
+                      "  ".join("-" * widths[c] for c in columns)]
+                     + [line(row) for row in rows])
