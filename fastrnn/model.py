@@ -78,7 +78,7 @@ class SequenceModel:
                            output=output, loss=loss,
                            max_norm=non_negative_float(max_norm, "max_norm"),
                            clip_value=non_negative_float(clip_value, "clip_value"),
-                           dropout=float(dropout), dtype=as_dtype(dtype).name,
+                           dropout=non_negative_float(dropout, "dropout", allow_none=False), dtype=as_dtype(dtype).name,
                            seed=_seed_for_config(seed))
         if loss == "cross_entropy" and self.config["output_size"] < 2:
             raise ValueError("output_size must be >= 2 (the number of classes) for "
@@ -292,14 +292,17 @@ class SequenceModel:
         else:
             self.rnn.backward(d_features.reshape(n_steps, batch, -1))
         self.last_state = final
+        finite = math.isfinite(loss)
         if self.config["clip_value"] is not None:
+            # Value clipping would turn an inf gradient finite: look before clipping.
+            finite = finite and math.isfinite(global_norm(self._flat_grads))
             clip_by_value(self._flat_grads, self.config["clip_value"])
         if self.config["max_norm"] is not None:
             norm = clip_by_norm(self._flat_grads, self.config["max_norm"])
         else:
             norm = global_norm(self._flat_grads)
         self.grad_norm = float(norm)
-        if not (math.isfinite(loss) and math.isfinite(norm)):
+        if not (finite and math.isfinite(norm)):
             self.skipped_steps += 1  # a non-finite step never reaches the weights
             return float(loss)
         self.optimizer.step(self._flat_params, self._flat_grads)
@@ -366,16 +369,19 @@ class SequenceModel:
         ids = self._token_ids(data, "data")
         streams = self._streams(ids, batch_size, window, "data")
         total, count, state = 0.0, 0, None
-        for k in range((streams.shape[0] - 1) // window):
-            x = streams[k * window:(k + 1) * window]
-            y = streams[k * window + 1:(k + 1) * window + 1]
-            x_in, _, _ = self._inputs(x, None)
-            self.rnn.eval()
-            logits, _, _, state = self._forward(x_in, None, state)
-            self.rnn.train(True)
-            loss, _ = _losses.cross_entropy(logits, y.reshape(-1).astype(np.int64))
-            total += loss * y.size
-            count += y.size
+        was_training = self.rnn.training
+        self.rnn.eval()
+        try:
+            for k in range((streams.shape[0] - 1) // window):
+                x = streams[k * window:(k + 1) * window]
+                y = streams[k * window + 1:(k + 1) * window + 1]
+                x_in, _, _ = self._inputs(x, None)
+                logits, _, _, state = self._forward(x_in, None, state)
+                loss, _ = _losses.cross_entropy(logits, y.reshape(-1).astype(np.int64))
+                total += loss * y.size
+                count += y.size
+        finally:
+            self.rnn.train(was_training)
         return total / max(count, 1)
 
     def _token_ids(self, data, name):
@@ -428,6 +434,8 @@ class SequenceModel:
     def decode(self, ids):
         self._require_vocab()
         ids = np.asarray(ids)
+        if ids.size and ids.dtype.kind not in "iu":
+            raise TypeError(f"ids must be integers, got dtype {ids.dtype}")
         if ids.size and (ids.min() < 0 or ids.max() > len(self.vocab)):
             raise ValueError(f"ids must lie in [0, {len(self.vocab)}], got values from "
                              f"{ids.min()} to {ids.max()}")

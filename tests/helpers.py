@@ -199,3 +199,55 @@ def layer_backward(layer, d_out, d_hn=None, d_cn=None, **clipping):
     assert d_cn is None
     dx, dh0 = layer.backward(d_out, d_hn, **clipping)
     return dx, dh0, None
+
+
+# ---------------------------------------------------------------------------
+# SequenceModel helpers
+# ---------------------------------------------------------------------------
+
+
+def random_model_batch(rng, model, seq_len, batch, use_lengths=False):
+    """A random (x, y, lengths) batch that fits a fastrnn.SequenceModel's configuration.
+
+    x: token ids (T, B) for a vocabulary model, else N(0, 1) floats (T, B, I).
+    y: class ids for cross_entropy, 0/1 floats for bce, N(0, 1) floats for mse; shaped
+    per step (T, B[, O]) for output="sequence", per sequence (B[, O]) for "last".
+    lengths: random in [1, T] (not necessarily any of them T) or None.
+    """
+    config = model.config
+    if config["vocab_size"] is not None:
+        x = rng.integers(0, config["vocab_size"], size=(seq_len, batch))
+    else:
+        x = rng.standard_normal((seq_len, batch, config["input_size"]))
+    rows = (batch,) if config["output"] == "last" else (seq_len, batch)
+    n_out = config["output_size"]
+    if config["loss"] == "cross_entropy":
+        y = rng.integers(0, n_out, size=rows)
+    elif config["loss"] == "bce":
+        y = rng.integers(0, 2, size=rows + (n_out,)).astype(np.float64)
+    else:
+        y = rng.standard_normal(rows + (n_out,))
+    lengths = random_lengths(rng, batch, seq_len, include_full=False) if use_lengths else None
+    return x, y, lengths
+
+
+def flat_params(model):
+    """All of a model's parameters as one float64 vector, in `model.params` order."""
+    return np.concatenate([np.asarray(v, dtype=np.float64).ravel()
+                           for v in model.params.values()])
+
+
+def flat_grads(model):
+    """All of a model's gradients as one float64 vector, in `model.params` order."""
+    return np.concatenate([np.asarray(model.grads[name], dtype=np.float64).ravel()
+                           for name in model.params])
+
+
+def unflatten_params(model, vector):
+    """A torch-named state_dict of the model's shapes filled from `vector`."""
+    state, offset = {}, 0
+    for name, value in model.params.items():
+        state[name] = np.asarray(vector[offset:offset + value.size]).reshape(value.shape)
+        offset += value.size
+    assert offset == len(vector)
+    return state
