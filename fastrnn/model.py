@@ -78,7 +78,8 @@ class SequenceModel:
                            output=output, loss=loss,
                            max_norm=non_negative_float(max_norm, "max_norm"),
                            clip_value=non_negative_float(clip_value, "clip_value"),
-                           dropout=non_negative_float(dropout, "dropout", allow_none=False), dtype=as_dtype(dtype).name,
+                           dropout=non_negative_float(dropout, "dropout", allow_none=False),
+                           dtype=as_dtype(dtype).name,
                            seed=_seed_for_config(seed))
         if loss == "cross_entropy" and self.config["output_size"] < 2:
             raise ValueError("output_size must be >= 2 (the number of classes) for "
