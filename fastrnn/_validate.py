@@ -46,6 +46,9 @@ def float_array(value, name, dtype):
     layer's dtype; complex, bool, strings and objects are refused. Views,
     Fortran-ordered and read-only arrays are accepted (copied when needed).
     """
+    if (type(value) is np.ndarray and value.dtype == dtype and value.flags.c_contiguous
+            and value.flags.writeable):
+        return value  # the common case, kept cheap for one-step (streaming) calls
     array = np.asarray(value) if not isinstance(value, np.ndarray) else value
     kind = array.dtype.kind
     if kind not in "iuf":

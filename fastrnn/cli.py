@@ -76,7 +76,7 @@ def _train_model(args, text, log=print):
                 log("  sample: " + repr(model.generate(args.prime, 120, temperature=0.8,
                                                        seed=step)))
 
-    model.fit(text, window=args.window, batch_size=args.batch_size, epochs=10**6,
+    model.fit(text, window=args.window, batch_size=args.batch_size,
               steps=args.steps, time_budget=args.seconds, progress=False, callback=report)
     return model
 

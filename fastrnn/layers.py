@@ -214,8 +214,9 @@ class _RecurrentLayer:
         n_steps, batch, _ = x.shape
         if unbatched and lengths is not None:
             raise ValueError("lengths must be None for unbatched (T, I) input")
+        padded = lengths is not None
         lengths = lengths_array(lengths, batch, n_steps)
-        if lengths.min() < n_steps:
+        if padded and lengths.min() < n_steps:
             # Padded steps never reach the arithmetic (a NaN pad must not leak into
             # gradients), so zero them in a private copy.
             x = x.copy()

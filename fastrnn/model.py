@@ -309,23 +309,25 @@ class SequenceModel:
         self.optimizer.step(self._flat_params, self._flat_grads)
         return float(loss)
 
-    def fit(self, data, *, window=64, batch_size=16, epochs=1, steps=None, time_budget=None,
+    def fit(self, data, *, window=64, batch_size=16, epochs=None, steps=None, time_budget=None,
             validation=None, progress=True, callback=None):
         """Truncated BPTT over a long token sequence (a str for text models, or ids).
 
         The sequence is cut into `batch_size` parallel streams; each training step
         takes the next `window` steps of every stream and carries the hidden state
         over from the previous window (reset at each epoch). Stops after `epochs`,
-        or `steps` steps, or `time_budget` seconds, whichever comes first. Returns
-        a history dict with the loss of every step ("loss") and, when `validation`
-        (same kind as data) is given, the validation loss after each epoch
-        ("val_loss").
+        or `steps` steps, or `time_budget` seconds, whichever comes first; with none
+        of them given, after one epoch. Returns a history dict with the loss of
+        every step ("loss") and, when `validation` (same kind as data) is given, the
+        validation loss after each epoch and when training stops ("val_loss").
         """
         if self.config["vocab_size"] is None or self.config["output"] != "sequence":
             raise ValueError("fit trains next-token models: it needs vocab_size and "
                              "output='sequence'")
         window = positive_int(window, "window")
         batch_size = positive_int(batch_size, "batch_size")
+        if epochs is None:
+            epochs = 1 if steps is None and time_budget is None else sys.maxsize
         epochs = positive_int(epochs, "epochs")
         if steps is not None:
             steps = positive_int(steps, "steps")
@@ -339,6 +341,8 @@ class SequenceModel:
         start = time.perf_counter()
         n_windows = (streams.shape[0] - 1) // window
         total = n_windows * epochs if steps is None else min(steps, n_windows * epochs)
+        if steps is None and time_budget is not None:
+            total = None  # the time budget decides: the progress line shows no total
         for _ in range(epochs):
             state = None
             for k in range(n_windows):
@@ -360,6 +364,9 @@ class SequenceModel:
                     history["val_loss"].append(
                         self.evaluate(validation, window=window, batch_size=batch_size))
                 continue
+            if validation is not None:  # stopped mid-epoch: score where training ended
+                history["val_loss"].append(
+                    self.evaluate(validation, window=window, batch_size=batch_size))
             break
         if progress:
             sys.stderr.write("\n")
@@ -553,6 +560,10 @@ def _sample(logits, temperature, top_k, rng):
 
 
 def _progress(done, total, loss, elapsed):
+    if total is None:
+        sys.stderr.write(f"\rstep {done} loss {loss:.4f} {elapsed:.0f}s")
+        sys.stderr.flush()
+        return
     width = 24
     filled = int(width * done / max(total, 1))
     sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] step {done}/{total} "
