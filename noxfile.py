@@ -5,14 +5,16 @@ import nox
 nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
 
-# The CPU build of torch, the parity peer (any other spec may pull a CUDA build).
+# The CPU build of torch, the parity peer (any other spec may pull a CUDA build),
+# and JAX (CPU), the other benchmark peer, whose cell the bench tests check.
 TORCH = "torch==2.13.0"
+JAX = "jax>=0.4.30"
 
 
 @nox.session
 def tests(session):
     """The test suite, torch parity tests included."""
-    session.install("-e", ".[test]", TORCH)
+    session.install("-e", ".[test]", TORCH, JAX)
     session.run("python", "-m", "pytest", *session.posargs)
 
 
@@ -32,7 +34,7 @@ def demo(session):
 @nox.session
 def bench(session):
     """The asv suite on the installed package (asv's existing-environment mode)."""
-    session.install(".[bench]", TORCH)
+    session.install(".[bench]", TORCH, JAX)
     session.run("asv", "machine", "--yes")
     session.run("asv", "run", "--environment", "existing:python", "--quick",
                 "--show-stderr", *session.posargs)

@@ -402,19 +402,20 @@ def run(args):
     restore_threads = set_threads(threads)   # validates the count
     try:
         installed = _installed_peers(threads)
-        print(_header(threads, installed))
+        print(_header(threads, installed), flush=True)
         if os.environ.get("OPENBLAS_CORETYPE") or os.environ.get("OPENBLAS_L2_SIZE"):
             print("warning: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set; numpy's BLAS may "
                   "run an older kernel (unset both for benchmarks)")
         peak = gemm_gflops(threads)
         print(f"fp32 GEMM peak (numpy 1024x1024 matmul, {threads} threads): "
-              f"{peak:.1f} GFLOP/s\n")
-        rows = []
+              f"{peak:.1f} GFLOP/s\n", flush=True)
+        print(_format_row({column: column for column in COLUMN_WIDTHS}))
+        print(_format_row({column: "-" * width for column, width in COLUMN_WIDTHS.items()}))
         for mode in modes:
             for cell in cells:
                 for shape in ([STREAM_SHAPE] if mode == "stream" else shapes):
-                    rows.append(_measure_row(cell, mode, shape, installed, args.repeats, peak))
-        print(_format_table(rows))
+                    row = _measure_row(cell, mode, shape, installed, args.repeats, peak)
+                    print(_format_row(row), flush=True)
         print("\nms: median per call; vs PEER: PEER ms / fastrnn ms (above 1: fastrnn is "
               "faster); %peak: fastrnn GFLOP/s as a share of the GEMM peak.")
     finally:
@@ -466,14 +467,14 @@ def _measure_row(cell, mode, shape, installed, repeats, peak):
     return row
 
 
-def _format_table(rows):
-    columns = list(rows[0])
-    widths = {c: max(len(c), *(len(row[c]) for row in rows)) for c in columns}
-    left = {"cell", "mode", "shape"}
+# Column name -> width; the first three are left-aligned, the numbers right-aligned.
+COLUMN_WIDTHS = {"cell": 4, "mode": 7, "shape": 22, "fastrnn ms": 10,
+                 "torch ms": 13, "vs torch": 8, "jax ms": 13, "vs jax": 8,
+                 "GFLOP/s": 7, "%peak": 5}
+LEFT_ALIGNED = ("cell", "mode", "shape")
 
-    def line(values):
-        return "  ".join(values[c].ljust(widths[c]) if c in left else values[c].rjust(widths[c])
-                         for c in columns)
-    return "\n".join([line({c: c for c in columns}),
-                      "  ".join("-" * widths[c] for c in columns)]
-                     + [line(row) for row in rows])
+
+def _format_row(values):
+    return "  ".join(values[column].ljust(width) if column in LEFT_ALIGNED
+                     else values[column].rjust(width)
+                     for column, width in COLUMN_WIDTHS.items()).rstrip()

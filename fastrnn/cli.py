@@ -206,12 +206,9 @@ def _parser():
     bench = commands.add_parser(
         "bench", help="time fastrnn against installed peers (torch, JAX)",
         description="Side-by-side timings on the benchmark grid or given shapes.")
-    try:
-        from . import bench as bench_module
-    except ImportError:  # pragma: no cover - the module ships with the package
-        bench_module = None
-    if bench_module is not None and hasattr(bench_module, "add_arguments"):
-        bench_module.add_arguments(bench)
+    from . import bench as bench_module  # imports no peer: torch/JAX load only when timed
+
+    bench_module.add_arguments(bench)
     bench.set_defaults(run=_bench)
     return parser
 

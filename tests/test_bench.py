@@ -1,0 +1,199 @@
+"""`fastrnn bench` and the asv suite: they run, report missing peers, count FLOPs right.
+
+No timing assertions: the numbers depend on the machine and its load.
+"""
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import bench
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_ARGS = ["--shape", "3,2,4,5", "--cells", "rnn", "--mode", "forward", "--repeats", "1",
+             "--threads", "1"]
+
+
+def run_bench(argv):
+    parser = bench.add_arguments(argparse.ArgumentParser(prog="fastrnn bench"))
+    return bench.run(parser.parse_args(argv))
+
+
+@pytest.fixture(autouse=True)
+def _keep_xla_flags(monkeypatch):
+    # import_jax(threads=1) sets XLA_FLAGS for a JAX import; keep it inside the test.
+    if "XLA_FLAGS" in os.environ:
+        monkeypatch.setenv("XLA_FLAGS", os.environ["XLA_FLAGS"])
+    else:
+        monkeypatch.delenv("XLA_FLAGS", raising=False)
+
+
+@pytest.fixture
+def fast_gemm_peak(monkeypatch):
+    monkeypatch.setattr(bench, "gemm_gflops", lambda threads=None: 100.0)
+
+
+@pytest.fixture
+def no_peers(monkeypatch):
+    """Make `import torch` and `import jax` fail, as when they are not installed."""
+    for name in bench.PEERS:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+# ------------------------------------------------------------------ FLOP counting
+def test_flop_count_matches_hand_computed_lstm():
+    shape = bench.Shape("", T=2, B=3, I=5, H=7)
+    # 2 * T * B * gates * H * (I + H) = 2 * 2 * 3 * 4 * 7 * 12
+    assert bench.flop_count("lstm", shape, "forward") == 4032
+    assert bench.flop_count("lstm", shape, "train") == 3 * 4032
+
+
+def test_flop_count_per_cell_and_stream():
+    shape = bench.STREAM_SHAPE   # T = B = 1, I = H = 128
+    assert bench.flop_count("rnn", shape, "stream") == 2 * 1 * 128 * 256
+    assert bench.flop_count("gru", shape, "stream") == 2 * 3 * 128 * 256
+
+
+def test_flop_count_rejects_unknown_cell_and_mode():
+    with pytest.raises(ValueError, match="cell"):
+        bench.flop_count("transformer", bench.GRID["tiny"])
+    with pytest.raises(ValueError, match="mode"):
+        bench.flop_count("rnn", bench.GRID["tiny"], "backward")
+
+
+def test_gemm_gflops_measures_a_positive_rate():
+    assert bench.gemm_gflops(threads=1, size=64, repeats=2) > 0
+
+
+# ------------------------------------------------------------------ the command
+def test_run_prints_a_table_with_a_fastrnn_column(capsys, fast_gemm_peak):
+    assert run_bench(TINY_ARGS) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("cell"))
+    for column in ("fastrnn ms", "torch ms", "vs torch", "jax ms", "GFLOP/s", "%peak"):
+        assert column in header
+    row = next(line for line in out.splitlines() if "3,2,4,5" in line)
+    assert row.split()[:2] == ["rnn", "forward"]
+    assert "GEMM peak" in out
+
+
+def test_run_reports_missing_peers_and_still_measures_fastrnn(capsys, fast_gemm_peak, no_peers):
+    assert not bench.peer_installed("torch")
+    assert not bench.peer_installed("jax")
+    assert run_bench(TINY_ARGS + ["--mode", "stream"]) == 0
+    out = capsys.readouterr().out
+    assert "torch not installed" in out and "jax not installed" in out
+    row = next(line for line in out.splitlines() if line.startswith("rnn"))
+    assert row.count("not installed") == 2
+    fastrnn_ms = float(row.split()[4])   # cell, mode, "stream", "(1,1,128,128)", ms
+    assert fastrnn_ms > 0
+
+
+def test_make_workload_raises_for_a_missing_peer(no_peers):
+    with pytest.raises(bench.PeerNotInstalled):
+        bench.make_workload("torch", "rnn", "forward", bench.Shape("", 2, 1, 3, 4))
+
+
+def test_run_restores_the_thread_count(fast_gemm_peak, capsys):
+    before = fastrnn.get_num_threads()
+    run_bench(TINY_ARGS)
+    assert fastrnn.get_num_threads() == before
+
+
+@pytest.mark.parametrize("text", ["1,2,3", "a,b,c,d", "0,1,2,3", "huge"])
+def test_bad_shape_is_a_clear_error(text):
+    with pytest.raises(ValueError, match="--shape"):
+        bench.parse_shape(text)
+
+
+def test_shape_accepts_grid_names_and_sizes():
+    assert bench.parse_shape("mid") == bench.GRID["mid"]
+    assert (bench.parse_shape("7,2,3,4").T, bench.parse_shape("7,2,3,4").H) == (7, 4)
+
+
+def test_bad_cells_is_a_clear_error():
+    with pytest.raises(ValueError, match="--cells"):
+        bench.parse_cells("rnn,transformer")
+
+
+def test_importing_fastrnn_bench_imports_no_peer():
+    code = ("import sys, fastrnn, fastrnn.bench; "
+            "assert 'torch' not in sys.modules and 'jax' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT,
+                   env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                       filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")]))))
+
+
+# ------------------------------------------------------------------ the asv suite
+@pytest.fixture(scope="module")
+def suite():
+    path = os.path.join(REPO_ROOT, "benchmarks", "bench_layers.py")
+    spec = importlib.util.spec_from_file_location("bench_layers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_asv_fastrnn_benchmarks_set_up_and_run_on_tiny(suite):
+    train = suite.TrainStep()
+    train.setup("gru", "tiny")
+    train.time_train_step("gru", "tiny")
+    train.peakmem_train_step("gru", "tiny")
+    assert train.track_gflops("gru", "tiny") > 0
+
+    forward = suite.Forward()
+    forward.setup("lstm", "tiny")
+    forward.time_forward("lstm", "tiny")
+
+    stream = suite.StreamStep()
+    stream.setup("rnn")
+    stream.time_stream_step("rnn")
+
+
+def test_asv_speedup_is_skipped_without_the_peer(suite, no_peers):
+    for speedup in (suite.SpeedupVsTorch(), suite.SpeedupVsJax()):
+        with pytest.raises(NotImplementedError, match="not installed"):
+            speedup.setup("rnn", "forward", "tiny")
+        speedup.teardown("rnn", "forward", "tiny")   # asv tears down skipped ones too
+
+
+def test_asv_speedup_vs_torch_runs_and_restores_threads(suite):
+    pytest.importorskip("torch")
+    before = fastrnn.get_num_threads()
+    speedup = suite.SpeedupVsTorch()
+    speedup.setup("rnn", "forward", "tiny")
+    try:
+        assert speedup.track_speedup_vs_torch("rnn", "forward", "tiny") > 0
+    finally:
+        speedup.teardown("rnn", "forward", "tiny")
+    assert fastrnn.get_num_threads() == before
+
+
+def test_asv_import_benchmark_returns_code_and_warms_the_cache(suite):
+    benchmark = suite.ImportAndFirstStep()
+    benchmark.setup("lstm")
+    code = benchmark.timeraw_import_and_first_step("lstm")
+    assert "import fastrnn" in code and "backward" in code
+
+
+@pytest.mark.parametrize("cell", bench.CELLS)
+def test_jax_peer_computes_the_same_layer_as_fastrnn(cell):
+    jax = pytest.importorskip("jax")
+    layer = {"rnn": fastrnn.RNN, "lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[cell](
+        3, 4, dtype=np.float64, seed=0)
+    x = np.random.default_rng(1).standard_normal((5, 2, 3))
+    expected, _ = layer(x)
+    params = {name.removesuffix("_l0"): jax.numpy.asarray(value, dtype=jax.numpy.float32)
+              for name, value in layer.params.items()}
+    zeros = jax.numpy.zeros((2, 4), jax.numpy.float32)
+    step = bench._jax_cell(cell, jax)
+    _, out = jax.lax.scan(lambda state, x_t: step(params, state, x_t),
+                          (zeros, zeros) if cell == "lstm" else zeros,
+                          jax.numpy.asarray(x, dtype=jax.numpy.float32))
+    np.testing.assert_allclose(np.asarray(out), expected, atol=1e-5)
