@@ -105,7 +105,7 @@ class GRUCell:
         dx = np.empty_like(x)
         dh0 = np.empty_like(d_hn)
         arrays = (gates, hidden_n, h_prev, d_out, d_hn, np.empty_like(gates),
-                  np.empty_like(gates), dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
+                  dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
         if n_threads == 1:
             gru.gru_backward_serial(x, w_ih, w_hh, lengths, reverse, clip_hidden, *arrays)
         else:

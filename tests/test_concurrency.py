@@ -1,6 +1,9 @@
 """Several Python threads and processes using fastrnn at once get correct results."""
 
 import multiprocessing
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -60,26 +63,46 @@ def test_threads_sharing_one_layer_for_inference():
         np.testing.assert_array_equal(got, want)
 
 
-def _child(queue):
-    out, dx, norm = _layer_output(3)
-    queue.put((out, dx, norm))
+_PROCESS_SCRIPT = """
+import multiprocessing, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_concurrency import _layer_output
 
+def child(queue):
+    queue.put(_layer_output(3))
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_processes_use_cached_kernels(method):
-    if method not in multiprocessing.get_all_start_methods():
-        pytest.skip(f"start method {method!r} does not exist on this platform")
-    expected = _layer_output(3)  # the parent has run parallel kernels before forking
-    context = multiprocessing.get_context(method)
+if __name__ == "__main__":
+    expected = _layer_output(3)  # the parent runs parallel kernels before forking
+    context = multiprocessing.get_context({method!r})
     queue = context.Queue()
-    process = context.Process(target=_child, args=(queue,))
+    process = context.Process(target=child, args=(queue,))
     process.start()
     out, dx, norm = queue.get(timeout=300)
     process.join(timeout=60)
-    assert process.exitcode == 0
+    assert process.exitcode == 0, process.exitcode
     np.testing.assert_array_equal(out, expected[0])
     np.testing.assert_array_equal(dx, expected[1])
     assert norm == expected[2]
+    print("same results in the child")
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_processes_use_cached_kernels(method, tmp_path):
+    # A fresh interpreter, so that libraries other tests imported (JAX warns at
+    # every fork) do not take part.
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"start method {method!r} does not exist on this platform")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    script = tmp_path / "parent.py"
+    script.write_text(_PROCESS_SCRIPT.format(tests=tests, method=method))
+    root = os.path.dirname(tests)
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=600, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "same results in the child" in result.stdout
 
 
 def test_blas_thread_setting_is_restored():

@@ -66,6 +66,7 @@ def elman_forward(x, w_ih_t, w_hh_t, bias, h0, lengths, reverse, use_relu, n_thr
 def _backward_rows(start, stop, w_hh, lengths, reverse, use_relu, clip_hidden,
                    gates, d_out, d_hn, d_gates, dh0):
     n_steps = gates.shape[0]
+    one = np.ones(1, dtype=gates.dtype)[0]  # keeps float32 arithmetic in float32
     hidden = d_hn.shape[1]
     dh = d_hn[start:stop].copy()
     recurrent = np.empty_like(dh)
@@ -88,7 +89,7 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, use_relu, clip_hidden,
                 if use_relu:
                     dg_row[j] = dh_total if h_new > 0.0 else 0.0
                 else:
-                    dg_row[j] = dh_total * (1.0 - h_new * h_new)
+                    dg_row[j] = dh_total * (one - h_new * h_new)
         np.dot(d_gates[t, start:stop], w_hh, recurrent)
         for row in range(stop - start):
             if t < lengths[start + row]:

@@ -5,8 +5,9 @@
 
 Same layout and conventions as the LSTM kernels. `gates` caches r, z, n and
 `hidden_n` caches W_hn h + b_hn. Because r multiplies the recurrent part of n,
-BPTT keeps two gate-gradient arrays: d_gates_x (for W_ih, b_ih and x) and
-d_gates_h (for W_hh, b_hh and h).
+the gradients of the input-side and recurrent-side pre-activations differ in
+the n block; BPTT keeps one (T, B, 3H) array for the input side and turns it
+into the recurrent side in place after the loop.
 """
 
 import numpy as np
@@ -28,6 +29,7 @@ from .sequence import (
 def _forward_rows(start, stop, w_hh_t, b_ih, b_hh, h0, lengths, reverse,
                   gates, hidden_n, h_prev, out, h_n):
     n_steps = gates.shape[0]
+    one = np.ones(1, dtype=gates.dtype)[0]  # keeps float32 arithmetic in float32
     hidden = h0.shape[1]
     h = h0[start:stop].copy()
     recurrent = np.empty((stop - start, 3 * hidden), dtype=gates.dtype)
@@ -49,7 +51,7 @@ def _forward_rows(start, stop, w_hh_t, b_ih, b_hh, h0, lengths, reverse,
                 z_gate = sigmoid(g_row[jz] + b_ih[jz] + r_row[jz] + b_hh[jz])
                 hn = r_row[jn] + b_hh[jn]
                 n_gate = tanh(g_row[jn] + b_ih[jn] + r_gate * hn)
-                h_new = (1.0 - z_gate) * n_gate + z_gate * h[row, j]
+                h_new = (one - z_gate) * n_gate + z_gate * h[row, j]
                 g_row[j] = r_gate
                 g_row[jz] = z_gate
                 g_row[jn] = n_gate
@@ -75,17 +77,21 @@ def gru_forward(x, w_ih_t, w_hh_t, b_ih, b_hh, h0, lengths, reverse, n_threads,
 
 @kernel
 def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
-                   gates, hidden_n, h_prev, d_out, d_hn, d_gates_x, d_gates_h, dh0):
+                   gates, hidden_n, h_prev, d_out, d_hn, d_gates, dh0):
     n_steps = gates.shape[0]
     hidden = d_hn.shape[1]
+    one = np.ones(1, dtype=gates.dtype)[0]  # keeps float32 arithmetic in float32
     dh = d_hn[start:stop].copy()
     recurrent = np.empty_like(dh)
+    # Gradient of this slice's recurrent pre-activations at one step; only the
+    # input-side gradients (d_gates) are kept for the whole sequence.
+    d_hidden_gates = np.zeros((stop - start, 3 * hidden), dtype=gates.dtype)
     for back_step in range(n_steps):
         t = time_index(n_steps - 1 - back_step, n_steps, reverse)
         for row in range(stop - start):
             b = start + row
-            dx_row = d_gates_x[t, b]
-            dhh_row = d_gates_h[t, b]
+            dx_row = d_gates[t, b]
+            dhh_row = d_hidden_gates[row]
             if t >= lengths[b]:
                 dx_row[:] = 0.0
                 dhh_row[:] = 0.0
@@ -102,9 +108,9 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
                 r_gate = g_row[j]
                 z_gate = g_row[jz]
                 n_gate = g_row[jn]
-                d_pre_n = dh_total * (1.0 - z_gate) * (1.0 - n_gate * n_gate)
-                d_pre_z = dh_total * (h_prev[t, b, j] - n_gate) * z_gate * (1.0 - z_gate)
-                d_pre_r = d_pre_n * hidden_n[t, b, j] * r_gate * (1.0 - r_gate)
+                d_pre_n = dh_total * (one - z_gate) * (one - n_gate * n_gate)
+                d_pre_z = dh_total * (h_prev[t, b, j] - n_gate) * z_gate * (one - z_gate)
+                d_pre_r = d_pre_n * hidden_n[t, b, j] * r_gate * (one - r_gate)
                 dx_row[j] = d_pre_r
                 dx_row[jz] = d_pre_z
                 dx_row[jn] = d_pre_n
@@ -113,29 +119,45 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
                 dhh_row[jn] = d_pre_n * r_gate
                 # The direct path h -> h' through z; the matrix path is added below.
                 dh[row, j] = dh_total * z_gate
-        np.dot(d_gates_h[t, start:stop], w_hh, recurrent)
+        np.dot(d_hidden_gates, w_hh, recurrent)
         for row in range(stop - start):
             if t < lengths[start + row]:
                 dh[row] += recurrent[row]
     dh0[start:stop] = dh
 
 
+@kernel
+def _to_hidden_gate_grads(d_gates, gates):
+    """Turn input-side gate gradients into recurrent-side ones, in place: they differ
+    only in the n block, where the recurrent product is scaled by r."""
+    n_steps, batch, width = d_gates.shape
+    hidden = width // 3
+    for t in range(n_steps):
+        for b in range(batch):
+            for j in range(hidden):
+                d_gates[t, b, 2 * hidden + j] *= gates[t, b, j]
+
+
 @parallel_kernel
 def gru_backward(x, w_ih, w_hh, lengths, reverse, n_threads, clip_hidden,
-                 gates, hidden_n, h_prev, d_out, d_hn, d_gates_x, d_gates_h,
+                 gates, hidden_n, h_prev, d_out, d_hn, d_gates,
                  dx, dh0, dw_ih, dw_hh, db_ih, db_hh):
-    """BPTT over the whole sequence; parameter gradients are accumulated."""
+    """BPTT over the whole sequence; parameter gradients are accumulated.
+
+    d_gates (T, B, 3H) is scratch: it ends holding the recurrent-side gradients.
+    """
     n_steps, batch, width = gates.shape
     n_chunks = batch_chunks(n_threads, batch)
     for chunk in prange(n_chunks):
         start, stop = chunk_bounds(chunk, n_chunks, batch)
         _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
-                       gates, hidden_n, h_prev, d_out, d_hn, d_gates_x, d_gates_h, dh0)
-    d_x_2d = d_gates_x.reshape(n_steps * batch, width)
-    rows_dot(d_x_2d, w_ih, dx, n_threads)
-    accumulate_param_grads_parallel(d_x_2d, x, dw_ih, db_ih, n_threads)
-    accumulate_param_grads_parallel(d_gates_h.reshape(n_steps * batch, width),
-                           h_prev.reshape(n_steps * batch, h_prev.shape[2]), dw_hh, db_hh, n_threads)
+                       gates, hidden_n, h_prev, d_out, d_hn, d_gates, dh0)
+    d_gates_2d = d_gates.reshape(n_steps * batch, width)
+    rows_dot(d_gates_2d, w_ih, dx, n_threads)
+    accumulate_param_grads_parallel(d_gates_2d, x, dw_ih, db_ih, n_threads)
+    _to_hidden_gate_grads(d_gates, gates)
+    h_prev_2d = h_prev.reshape(n_steps * batch, h_prev.shape[2])
+    accumulate_param_grads_parallel(d_gates_2d, h_prev_2d, dw_hh, db_hh, n_threads)
 
 
 # Single-threaded variants: the same arithmetic without a parallel region, whose
@@ -151,13 +173,14 @@ def gru_forward_serial(x, w_ih_t, w_hh_t, b_ih, b_hh, h0, lengths, reverse,
 
 @kernel
 def gru_backward_serial(x, w_ih, w_hh, lengths, reverse, clip_hidden,
-                        gates, hidden_n, h_prev, d_out, d_hn, d_gates_x, d_gates_h,
+                        gates, hidden_n, h_prev, d_out, d_hn, d_gates,
                         dx, dh0, dw_ih, dw_hh, db_ih, db_hh):
     n_steps, batch, width = gates.shape
     _backward_rows(0, gates.shape[1], w_hh, lengths, reverse, clip_hidden,
-                   gates, hidden_n, h_prev, d_out, d_hn, d_gates_x, d_gates_h, dh0)
-    d_gates_x_2d = d_gates_x.reshape(n_steps * batch, width)
-    np.dot(d_gates_x_2d, w_ih, dx)
-    accumulate_param_grads(d_gates_x_2d, x, dw_ih, db_ih)
-    accumulate_param_grads(d_gates_h.reshape(n_steps * batch, width),
-                           h_prev.reshape(n_steps * batch, h_prev.shape[2]), dw_hh, db_hh)
+                   gates, hidden_n, h_prev, d_out, d_hn, d_gates, dh0)
+    d_gates_2d = d_gates.reshape(n_steps * batch, width)
+    np.dot(d_gates_2d, w_ih, dx)
+    accumulate_param_grads(d_gates_2d, x, dw_ih, db_ih)
+    _to_hidden_gate_grads(d_gates, gates)
+    accumulate_param_grads(d_gates_2d, h_prev.reshape(n_steps * batch, h_prev.shape[2]),
+                           dw_hh, db_hh)

@@ -83,6 +83,7 @@ def lstm_forward(x, w_ih_t, w_hh_t, bias, h0, c0, lengths, reverse, n_threads,
 def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
                    gates, c_prev, tanh_c, d_out, d_hn, d_cn, d_gates, dh0, dc0):
     n_steps = gates.shape[0]
+    one = np.ones(1, dtype=gates.dtype)[0]  # keeps float32 arithmetic in float32
     hidden = d_hn.shape[1]
     dh = d_hn[start:stop].copy()
     dc = d_cn[start:stop].copy()
@@ -108,11 +109,11 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
                 g_gate = g_row[2 * hidden + j]
                 o_gate = g_row[3 * hidden + j]
                 tc = tanh_c[t, b, j]
-                dc_total = dc[row, j] + dh_total * o_gate * (1.0 - tc * tc)
-                dg_row[j] = dc_total * g_gate * i_gate * (1.0 - i_gate)
-                dg_row[hidden + j] = dc_total * c_prev[t, b, j] * f_gate * (1.0 - f_gate)
-                dg_row[2 * hidden + j] = dc_total * i_gate * (1.0 - g_gate * g_gate)
-                dg_row[3 * hidden + j] = dh_total * tc * o_gate * (1.0 - o_gate)
+                dc_total = dc[row, j] + dh_total * o_gate * (one - tc * tc)
+                dg_row[j] = dc_total * g_gate * i_gate * (one - i_gate)
+                dg_row[hidden + j] = dc_total * c_prev[t, b, j] * f_gate * (one - f_gate)
+                dg_row[2 * hidden + j] = dc_total * i_gate * (one - g_gate * g_gate)
+                dg_row[3 * hidden + j] = dh_total * tc * o_gate * (one - o_gate)
                 dc[row, j] = dc_total * f_gate
         # dh_{t-1} = dG_t W_hh; padded rows have dG = 0 and keep their dh.
         np.dot(d_gates[t, start:stop], w_hh, recurrent)
