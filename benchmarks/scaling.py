@@ -16,7 +16,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastrnn import bench  # noqa: E402
+from fastrnn import _threads, bench  # noqa: E402
+
+
+def _with_strategy(strategy, workload):
+    """The fastrnn workload run under one threading strategy (see fastrnn._threads)."""
+    def run():
+        _threads.STRATEGY = strategy
+        workload()
+    return run
 
 
 def main(argv=None):
@@ -26,11 +34,15 @@ def main(argv=None):
     parser.add_argument("--shapes", default="big,large,wide")
     parser.add_argument("--modes", default="train,forward")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--strategies", default="blas,batch",
+                        help="fastrnn threading strategies to compare")
     parser.add_argument("--json", help="write the results here as they come")
     args = parser.parse_args(argv)
     cores = len(os.sched_getaffinity(0))
     thread_counts = [int(t) for t in args.threads.split(",") if int(t) <= cores]
-    frameworks = ["fastrnn"] + (["torch"] if bench.peer_installed("torch") else [])
+    strategies = args.strategies.split(",")
+    frameworks = [f"fastrnn[{s}]" for s in strategies] + (
+        ["torch"] if bench.peer_installed("torch") else [])
     results = {"cores": cores, "frameworks": frameworks, "rows": []}
     started = time.perf_counter()
     for threads in thread_counts:
@@ -42,17 +54,25 @@ def main(argv=None):
                 for name in args.shapes.split(","):
                     shape = bench.GRID[name]
                     for mode in args.modes.split(","):
-                        workloads = {f: bench.make_workload(f, cell, mode, shape)
-                                     for f in frameworks}
+                        workloads = {}
+                        for framework in frameworks:
+                            if framework.startswith("fastrnn["):
+                                strategy = framework[len("fastrnn["):-1]
+                                workloads[framework] = _with_strategy(
+                                    strategy, bench.make_workload("fastrnn", cell, mode, shape))
+                            else:
+                                workloads[framework] = bench.make_workload(
+                                    framework, cell, mode, shape)
                         ms = bench.median_ms(workloads, args.repeats)
-                        gflops = bench.flop_count(cell, shape, mode) / ms["fastrnn"] / 1e6
+                        best = min(ms[f] for f in frameworks if f.startswith("fastrnn"))
+                        gflops = bench.flop_count(cell, shape, mode) / best / 1e6
                         row = dict(threads=threads, cell=cell, shape=name, mode=mode,
                                    gemm_gflops=gemm, fastrnn_gflops=gflops, **ms)
                         results["rows"].append(row)
-                        ratio = (f" torch {ms['torch']:9.2f} ms  x{ms['torch'] / ms['fastrnn']:.2f}"
-                                 if "torch" in ms else "")
-                        print(f"  {cell:4s} {name:5s} {mode:7s} fastrnn {ms['fastrnn']:9.2f} ms "
-                              f"{gflops:6.1f} GF/s ({100 * gflops / gemm:.0f}% GEMM){ratio}"
+                        timings = "  ".join(f"{f} {ms[f]:8.2f}" for f in frameworks)
+                        ratio = f"  torch/best x{ms['torch'] / best:.2f}" if "torch" in ms else ""
+                        print(f"  {cell:4s} {name:5s} {mode:7s} {timings} ms{ratio}  best "
+                              f"{gflops:6.1f} GF/s ({100 * gflops / gemm:.0f}% GEMM)"
                               f"  [{time.perf_counter() - started:.0f}s]", flush=True)
                         if args.json:
                             with open(args.json, "w") as file:

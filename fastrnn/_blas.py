@@ -1,12 +1,12 @@
-"""Keep the BLAS that numba's np.dot calls single-threaded while fastrnn runs.
+"""Control the threads of the BLAS that numba's np.dot calls, for one call at a time.
 
-numba's np.dot calls scipy's bundled OpenBLAS. fastrnn parallelises with its own
-threads (each calling BLAS on its own slice), so a multi-threaded BLAS inside
-those threads would oversubscribe the cores (OpenBLAS even warns it may hang).
-`single_threaded()` sets that BLAS to one thread for the duration of a call and
-restores the caller's setting afterwards. Where the library cannot be found
-(another scipy build), `controllable` is False and the layers run their
-recurrence on one thread, leaving BLAS its own threading.
+numba's np.dot calls scipy's bundled OpenBLAS. When fastrnn splits work across its
+own threads (each calling BLAS on its own slice), a multi-threaded BLAS inside
+them would oversubscribe the cores (OpenBLAS even warns it may hang), so BLAS
+gets one thread; when the kernels run on one thread, BLAS gets fastrnn's thread
+count. `limited(n)` sets it for the duration of a call and restores the caller's
+setting afterwards. Where the library cannot be found (another scipy build),
+`controllable` is False and BLAS keeps its own threading.
 """
 
 import contextlib
@@ -47,7 +47,8 @@ _saved_threads = None
 
 
 @contextlib.contextmanager
-def single_threaded():
+def limited(threads):
+    """BLAS runs on `threads` threads for the duration of the body."""
     global _active_calls, _saved_threads
     if not controllable:
         yield
@@ -55,13 +56,13 @@ def single_threaded():
     with _guard:
         if _active_calls == 0:
             _saved_threads = _get_threads()
-            if _saved_threads != 1:
-                _set_threads(1)
+            if _saved_threads != threads:
+                _set_threads(threads)
         _active_calls += 1
     try:
         yield
     finally:
         with _guard:
             _active_calls -= 1
-            if _active_calls == 0 and _saved_threads != 1:
+            if _active_calls == 0 and _get_threads() != _saved_threads:
                 _set_threads(_saved_threads)

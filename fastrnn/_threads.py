@@ -69,25 +69,39 @@ def get_num_threads():
     return _num_threads
 
 
-# Below this many multiply-adds per call (about 0.2 ms of work) a parallel
-# region's launch costs more than it saves: such calls run the serial kernels and
-# touch no thread settings at all (streaming stays cheap).
+# Below this many multiply-adds per call (about 0.2 ms of work) a call runs the
+# single-threaded kernels and touches no thread settings at all (streaming stays
+# cheap; BLAS does not split so small products anyway).
 SERIAL_WORK = 1 << 21
+
+# Above it, two strategies: "blas" runs the single-threaded kernels with BLAS
+# threaded across fastrnn's threads; "batch" splits the batch across numba
+# threads, each calling single-threaded BLAS. Measured on the 2-core development
+# machine, "blas" was faster at every benchmark size (e.g. LSTM 35x64x256x256
+# training step 61 ms against 98 ms), so it is the default; FASTRNN_STRATEGY=batch
+# selects the other.
+STRATEGY = os.environ.get("FASTRNN_STRATEGY", "blas")
+if STRATEGY not in ("blas", "batch"):
+    raise ValueError(f"FASTRNN_STRATEGY must be 'blas' or 'batch', got {STRATEGY!r}")
 
 
 @contextlib.contextmanager
 def kernel_threads(work=None):
-    """Run the body with numba's thread count set to fastrnn's and BLAS single-threaded.
+    """Apply fastrnn's thread settings for the body (see STRATEGY).
 
-    Yields how many threads the kernels may split work across: fastrnn's count, or
-    1 where BLAS threading cannot be controlled (BLAS then threads by itself) or
-    the call's `work` (multiply-adds) is too small to be worth splitting.
+    Yields how many threads the kernels split the batch across: fastrnn's count
+    under the "batch" strategy, else 1 (the single-threaded kernels, with BLAS
+    threaded, or for a `work` too small to be worth splitting).
     """
     if work is not None and work < SERIAL_WORK:
         yield 1
         return
-    threads = _num_threads if _blas.controllable else 1
-    with _serialised(), _blas.single_threaded():
+    if STRATEGY == "blas" or not _blas.controllable:
+        with _blas.limited(_num_threads):
+            yield 1
+        return
+    threads = _num_threads
+    with _serialised(), _blas.limited(1):
         previous = numba.get_num_threads()
         if previous == threads:
             yield threads

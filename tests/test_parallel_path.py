@@ -1,6 +1,6 @@
-"""The multi-threaded kernels (batch slices per thread, row-split GEMMs) agree with the
-single-threaded ones and with the numpy reference. Small shapes would normally take
-the serial path, so these tests force each path."""
+"""The multi-threaded kernels (batch slices per thread, row-split GEMMs; the "batch"
+strategy) agree with the single-threaded ones. Small shapes and the default "blas"
+strategy take the single-threaded kernels, so these tests force each path."""
 
 import numpy as np
 import pytest
@@ -13,6 +13,7 @@ from fastrnn import _threads
 
 def _run(cell, force_parallel, monkeypatch, threads):
     monkeypatch.setattr(_threads, "SERIAL_WORK", 0 if force_parallel else 1 << 60)
+    monkeypatch.setattr(_threads, "STRATEGY", "batch" if force_parallel else "blas")
     fastrnn.set_num_threads(threads)
     layer = make_layer(cell, 3, 5, num_layers=2, bidirectional=True, seed=4)
     rng = np.random.default_rng(7)
