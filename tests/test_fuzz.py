@@ -123,3 +123,77 @@ def test_public_layer_api_gives_a_correct_result_or_a_documented_error(case):
         assert max_rel_error(h_n, expected_h) <= tolerance
     elif case["corruption"] == "huge":
         assert np.isfinite(out).all()  # saturates cleanly, no overflow
+
+
+model_corruptions = st.sampled_from([
+    None, "nan_x", "y_out_of_range", "y_shape", "y_dtype", "x_ndim", "lengths_zero",
+    "lengths_long", "x_ids_out_of_range",
+])
+
+
+@st.composite
+def model_cases(draw):
+    return dict(
+        cell=draw(st.sampled_from(["rnn", "rnn_relu", "lstm", "gru"])),
+        vocab=draw(st.booleans()), output=draw(st.sampled_from(["sequence", "last"])),
+        loss=draw(st.sampled_from(["cross_entropy", "mse", "bce"])),
+        layers=draw(st.integers(1, 2)), bidirectional=draw(st.booleans()),
+        steps=draw(st.integers(1, 4)), batch=draw(st.integers(1, 3)),
+        use_lengths=draw(st.booleans()), corruption=draw(model_corruptions),
+        dtype=draw(st.sampled_from([np.float32, np.float64])), seed=draw(st.integers(0, 999)),
+    )
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(model_cases())
+def test_model_training_step_gives_a_finite_update_or_a_documented_outcome(case):
+    """train_step either trains (finite loss, weights change), skips a non-finite step
+    (weights unchanged, counted), or raises a documented error for bad input."""
+    from helpers import random_model_batch
+
+    import fastrnn
+
+    loss = "cross_entropy" if case["vocab"] else case["loss"]
+    model = fastrnn.SequenceModel(
+        cell=case["cell"], input_size=3, hidden_size=4, output_size=3,
+        vocab_size=5 if case["vocab"] else None, output=case["output"], loss=loss,
+        num_layers=case["layers"], bidirectional=case["bidirectional"], max_norm=1.0,
+        optimizer=fastrnn.optim.SGD(lr=0.1), dtype=case["dtype"], seed=case["seed"])
+    rng = np.random.default_rng(case["seed"])
+    x, y, lengths = random_model_batch(rng, model, case["steps"], case["batch"],
+                                       case["use_lengths"])
+    kind, bad, non_finite = case["corruption"], True, False
+    if kind == "nan_x" and not case["vocab"]:
+        x[0, 0, 0], bad, non_finite = np.nan, False, True
+    elif kind == "y_out_of_range" and loss == "cross_entropy":
+        y = y + 10
+    elif kind == "y_shape":
+        y = y[..., None] if loss == "cross_entropy" else y[..., :-1]
+    elif kind == "y_dtype":
+        y = y.astype(np.complex128)
+    elif kind == "x_ndim":
+        x = x[None]
+    elif kind == "lengths_zero":
+        lengths = np.zeros(case["batch"], dtype=np.int64)
+    elif kind == "lengths_long":
+        lengths = np.full(case["batch"], case["steps"] + 1)
+    elif kind == "x_ids_out_of_range" and case["vocab"]:
+        x = x + 5
+    else:
+        bad = False
+    before = model.state_dict()
+    try:
+        value = model.train_step(x, y, lengths)
+    except DOCUMENTED as error:
+        assert bad, f"valid input refused: {error!r}"
+        assert str(error)
+        for name, array in model.params.items():
+            np.testing.assert_array_equal(array, before[name])
+        return
+    assert not bad, f"bad input {kind!r} was accepted"
+    if non_finite and not np.isfinite(value):
+        assert model.skipped_steps == 1
+        for name, array in model.params.items():
+            np.testing.assert_array_equal(array, before[name])
+    else:
+        assert np.isfinite(value) and model.skipped_steps == 0

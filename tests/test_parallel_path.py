@@ -42,3 +42,22 @@ def test_parallel_kernels_match_serial_kernels(cell, monkeypatch):
                 assert max_rel_error(got, want) <= 1e-13
     finally:
         fastrnn.set_num_threads(threads_before)
+
+
+@pytest.mark.parametrize("value, ok", [("batch", True), ("blas", True), ("threads", False)])
+def test_strategy_environment_variable(value, ok):
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, FASTRNN_STRATEGY=value,
+               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    code = "import fastrnn._threads as t; print(t.STRATEGY)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert (result.returncode == 0) == ok
+    if ok:
+        assert result.stdout.strip() == value
+    else:
+        assert "FASTRNN_STRATEGY must be 'blas' or 'batch'" in result.stderr

