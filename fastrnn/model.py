@@ -8,9 +8,11 @@ import time
 
 import numpy as np
 
+from . import _threads
 from . import losses as _losses
 from . import optim as _optim
 from ._kernels.clipping import clip_by_norm, clip_by_value, global_norm
+from ._kernels.linear import linear_backward, linear_forward
 from ._validate import (
     as_dtype,
     float_array,
@@ -233,11 +235,15 @@ class SequenceModel:
                 mask = (np.arange(n_steps)[:, None] < lengths[None, :]).reshape(-1)
                 mask = mask.astype(self.dtype)
         # Huge weights (a diverging run) may overflow here: inf/NaN then flow to the
-        # loss and the step is skipped, without numpy warnings.
-        with np.errstate(over="ignore", invalid="ignore"):
-            logits = features @ self.head_weight.T
-            logits += self.head_bias
+        # loss and the step is skipped (kernels raise no floating-point warnings).
+        logits = np.empty((features.shape[0], self.config["output_size"]), dtype=self.dtype)
+        with self._blas_threads(features.shape[0]):
+            linear_forward(features, self.head_weight, self.head_bias, logits)
         return logits, features, mask, final
+
+    def _blas_threads(self, rows):
+        """Thread settings for the head's products (see fastrnn._threads)."""
+        return _threads.kernel_threads(rows * self.head_weight.size)
 
     def predict(self, x, lengths=None, state=None):
         """Logits/outputs: (T, B, O) for output="sequence", (B, O) for "last"."""
@@ -279,10 +285,10 @@ class SequenceModel:
         logits, features, mask, final = self._forward(x, lengths, state)
         loss, d_logits = self._loss(logits, targets, mask)
         self.zero_grad()
-        with np.errstate(over="ignore", invalid="ignore"):  # non-finite: skipped below
-            self._head_weight_grad += d_logits.T @ features
-            self._head_bias_grad += d_logits.sum(axis=0)
-            d_features = d_logits @ self.head_weight
+        d_features = np.empty_like(features)
+        with self._blas_threads(features.shape[0]):
+            linear_backward(d_logits, features, self.head_weight, self._head_weight_grad,
+                            self._head_bias_grad, d_features)
         if self.config["output"] == "last":
             directions, hidden = self.rnn.num_directions, self.config["hidden_size"]
             rows = self.rnn.num_layers * directions
