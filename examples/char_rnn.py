@@ -12,8 +12,6 @@ mistakes).
 """
 
 import argparse
-import importlib
-import inspect
 import math
 import os
 import sys
@@ -24,31 +22,7 @@ try:
 except ImportError:  # run from a source checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import fastrnn
-
-# Pure-Python standard-library modules: their source ships with CPython.
-DEFAULT_MODULES = ("argparse", "textwrap", "string", "fnmatch", "functools", "random",
-                   "calendar", "dataclasses", "enum")
-
-
-def module_source(name):
-    """The source text of a standard-library module, or None where it is not shipped."""
-    try:
-        path = inspect.getsourcefile(importlib.import_module(name))
-    except (ImportError, TypeError):
-        path = None
-    if path is None:  # e.g. a frozen module: look beside os.py, in the stdlib folder
-        path = os.path.join(os.path.dirname(os.__file__), *name.split(".")) + ".py"
-    try:
-        with open(path, encoding="utf-8") as file:
-            return file.read()
-    except OSError:
-        return None
-
-
-def default_corpus():
-    sources = [(name, module_source(name)) for name in DEFAULT_MODULES]
-    found = [(name, text) for name, text in sources if text]
-    return "\n\n".join(text for _, text in found), [name for name, _ in found]
+from fastrnn.corpus import stdlib_source
 
 
 def parse_args(argv):
@@ -99,8 +73,8 @@ def main(argv=None):
             return 2
         source = args.text
     else:
-        text, modules = default_corpus()
-        source = "Python source of " + ", ".join(modules)
+        text = stdlib_source()
+        source = "the standard library's own source (fastrnn.corpus.stdlib_source)"
     if args.quick:
         text = text[:30_000]
     # Hold out the end of the text to measure generalisation, not memorisation.
