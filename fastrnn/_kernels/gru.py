@@ -42,22 +42,23 @@ def _forward_rows(start, stop, w_hh_t, b_ih, b_hh, h0, lengths, reverse,
             if t >= lengths[b]:
                 out[t, b] = 0.0
                 continue
+            # Short loops over few arrays each: LLVM vectorises these, where one
+            # fused loop over eight arrays stayed scalar.
             g_row = gates[t, b]
             r_row = recurrent[row]
+            hn_row = hidden_n[t, b]
+            for k in range(2 * hidden):
+                g_row[k] = sigmoid(g_row[k] + b_ih[k] + r_row[k] + b_hh[k])
             for j in range(hidden):
-                jz = hidden + j
-                jn = 2 * hidden + j
-                r_gate = sigmoid(g_row[j] + b_ih[j] + r_row[j] + b_hh[j])
-                z_gate = sigmoid(g_row[jz] + b_ih[jz] + r_row[jz] + b_hh[jz])
-                hn = r_row[jn] + b_hh[jn]
-                n_gate = tanh(g_row[jn] + b_ih[jn] + r_gate * hn)
-                h_new = (one - z_gate) * n_gate + z_gate * h[row, j]
-                g_row[j] = r_gate
-                g_row[jz] = z_gate
-                g_row[jn] = n_gate
-                hidden_n[t, b, j] = hn
-                h[row, j] = h_new
-                out[t, b, j] = h_new
+                hn_row[j] = r_row[2 * hidden + j] + b_hh[2 * hidden + j]
+            for j in range(hidden):
+                g_row[2 * hidden + j] = tanh(g_row[2 * hidden + j] + b_ih[2 * hidden + j]
+                                             + g_row[j] * hn_row[j])
+            h_row = h[row]
+            for j in range(hidden):
+                z_gate = g_row[hidden + j]
+                h_row[j] = (one - z_gate) * g_row[2 * hidden + j] + z_gate * h_row[j]
+            out[t, b] = h_row
     h_n[start:stop] = h
 
 
