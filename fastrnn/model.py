@@ -317,11 +317,13 @@ class SequenceModel:
 
     def fit(self, data, *, window=64, batch_size=16, epochs=None, steps=None, time_budget=None,
             validation=None, progress=True, callback=None):
-        """Truncated BPTT over a long token sequence (a str for text models, or ids).
+        """Truncated BPTT over a long token sequence (a str for text models, or ids),
+        or over a set of them (a list or tuple of such sequences).
 
-        The sequence is cut into `batch_size` parallel streams; each training step
+        Each sequence is cut into `batch_size` parallel streams; each training step
         takes the next `window` steps of every stream and carries the hidden state
-        over from the previous window (reset at each epoch). Stops after `epochs`,
+        over from the previous window (reset at the start of each sequence and each
+        epoch). Stops after `epochs`,
         or `steps` steps, or `time_budget` seconds, whichever comes first; with none
         of them given, after one epoch. Returns a history dict with the loss of
         every step ("loss") and, when `validation` (same kind as data) is given, the
@@ -338,24 +340,19 @@ class SequenceModel:
         if steps is not None:
             steps = positive_int(steps, "steps")
         time_budget = non_negative_float(time_budget, "time_budget")
-        ids = self._token_ids(data, "data")
-        streams = self._streams(ids, batch_size, window, "data")
+        stream_sets = self._stream_sets(data, batch_size, window, "data")
         if validation is not None:  # fail now, not after a whole epoch of training
-            self._streams(self._token_ids(validation, "validation"), batch_size, window,
-                          "validation")
+            self._stream_sets(validation, batch_size, window, "validation")
         history = {"loss": [], "val_loss": []}
         start = time.perf_counter()
-        n_windows = (streams.shape[0] - 1) // window
+        n_windows = sum((streams.shape[0] - 1) // window for streams in stream_sets)
         total = n_windows * epochs if steps is None else min(steps, n_windows * epochs)
         if steps is None and time_budget is not None:
             total = None  # the time budget decides: the progress line shows no total
         for _ in range(epochs):
-            state = None
-            for k in range(n_windows):
-                x = streams[k * window:(k + 1) * window]
-                y = streams[k * window + 1:(k + 1) * window + 1]
+            for first, x, y in _windows(stream_sets, window):
+                state = None if first else self.last_state
                 loss = self.train_step(x, y, state=state)
-                state = self.last_state
                 history["loss"].append(loss)
                 done = len(history["loss"])
                 if progress:
@@ -379,18 +376,16 @@ class SequenceModel:
         return history
 
     def evaluate(self, data, *, window=64, batch_size=16):
-        """Mean next-token cross-entropy over `data`, carrying state across windows."""
-        ids = self._token_ids(data, "data")
-        streams = self._streams(ids, batch_size, window, "data")
+        """Mean next-token cross-entropy over `data` (one sequence or a list of them),
+        carrying state across windows as `fit` does."""
+        stream_sets = self._stream_sets(data, batch_size, window, "data")
         total, count, state = 0.0, 0, None
         was_training = self.rnn.training
         self.rnn.eval()
         try:
-            for k in range((streams.shape[0] - 1) // window):
-                x = streams[k * window:(k + 1) * window]
-                y = streams[k * window + 1:(k + 1) * window + 1]
+            for first, x, y in _windows(stream_sets, window):
                 x_in, _, _ = self._inputs(x, None)
-                logits, _, _, state = self._forward(x_in, None, state)
+                logits, _, _, state = self._forward(x_in, None, None if first else state)
                 loss, _ = _losses.cross_entropy(logits, y.reshape(-1).astype(np.int64))
                 total += loss * y.size
                 count += y.size
@@ -405,6 +400,15 @@ class SequenceModel:
         if ids.ndim != 1 or ids.dtype.kind not in "iu":
             raise TypeError(f"{name} must be a str or a 1-D integer array of token ids")
         return ids.astype(np.int64)
+
+    def _stream_sets(self, data, batch_size, window, name):
+        """(length, batch_size) stream arrays for one sequence or each of a list."""
+        if isinstance(data, (list, tuple)):
+            if not data:
+                raise ValueError(f"{name} must hold at least one sequence, got an empty list")
+            return [self._streams(self._token_ids(item, f"{name}[{k}]"), batch_size, window,
+                                  f"{name}[{k}]") for k, item in enumerate(data)]
+        return [self._streams(self._token_ids(data, name), batch_size, window, name)]
 
     @staticmethod
     def _streams(ids, batch_size, window, name):
@@ -551,6 +555,14 @@ def _seed_for_config(seed):
         return [int(part) for part in seed]
     except (TypeError, ValueError):
         return seed  # not a valid seed: seed_sequence() reports it
+
+
+def _windows(stream_sets, window):
+    """(first window of its sequence?, x, y) for every training window, in order."""
+    for streams in stream_sets:
+        for k in range((streams.shape[0] - 1) // window):
+            yield (k == 0, streams[k * window:(k + 1) * window],
+                   streams[k * window + 1:(k + 1) * window + 1])
 
 
 def _sample(logits, temperature, top_k, rng):

@@ -414,3 +414,32 @@ def test_bad_input_raises_naming_the_argument_and_changes_nothing(case):
     if name != "y":  # predict validates x and lengths the same way
         with pytest.raises(error, match=rf"^{name}\b"):
             model.predict(x, lengths=lengths)
+
+
+def test_fit_over_a_set_of_sequences_resets_the_state_at_each_sequence():
+    import fastrnn
+
+    texts = ["abcabcabcabcabcabcabcabc" * 4, "xyzxyzxyzxyzxyzxyzxyz" * 4]
+    options = dict(cell="gru", hidden_size=8, seed=3, dtype=np.float64,
+                   optimizer=fastrnn.optim.SGD(lr=0.1))
+    model = fastrnn.SequenceModel.from_text("".join(texts), **options)
+    history = model.fit(texts, window=8, batch_size=2, progress=False)
+    # The same steps by hand: each sequence's windows, the state reset at its start.
+    manual = fastrnn.SequenceModel.from_text("".join(texts), **options)
+    losses = []
+    for text in texts:
+        ids = manual.encode(text)
+        length = (ids.size - 1) // 2
+        streams = ids[:length * 2].reshape(2, length).T
+        state = None
+        for k in range((length - 1) // 8):
+            x, y = streams[k * 8:(k + 1) * 8], streams[k * 8 + 1:(k + 1) * 8 + 1]
+            losses.append(manual.train_step(x, y, state=state))
+            state = manual.last_state
+    assert history["loss"] == losses
+    assert model.evaluate(texts, window=8, batch_size=2) == manual.evaluate(
+        texts, window=8, batch_size=2)
+    with pytest.raises(ValueError, match=r"data\[1\]"):
+        model.fit(["abc" * 40, "ab"], window=8, batch_size=2, progress=False)
+    with pytest.raises(ValueError, match="at least one sequence"):
+        model.fit([], window=8, batch_size=2, progress=False)
