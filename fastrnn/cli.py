@@ -6,29 +6,15 @@ import time
 
 import numpy as np
 
-CELL_CHOICES = ("rnn", "rnn_relu", "lstm", "gru")
-
-
-def build_layer(cell, input_size, hidden_size, **options):
-    """A layer for a command-line cell name."""
-    from . import GRU, LSTM, RNN
-
-    if cell in ("rnn", "rnn_tanh"):
-        return RNN(input_size, hidden_size, nonlinearity="tanh", **options)
-    if cell == "rnn_relu":
-        return RNN(input_size, hidden_size, nonlinearity="relu", **options)
-    if cell == "lstm":
-        return LSTM(input_size, hidden_size, **options)
-    if cell == "gru":
-        return GRU(input_size, hidden_size, **options)
-    raise ValueError(f"cell must be one of {CELL_CHOICES}, got {cell!r}")
+from .layers import CELL_NAMES as CELL_CHOICES
+from .layers import layer_for_cell
 
 
 def _gradcheck(args):
     from .gradcheck import gradcheck
 
     rng = np.random.default_rng(args.seed)
-    layer = build_layer(args.cell, args.input_size, args.hidden_size, num_layers=args.layers,
+    layer = layer_for_cell(args.cell, args.input_size, args.hidden_size, num_layers=args.layers,
                         bidirectional=args.bidirectional, bias=not args.no_bias,
                         dtype=np.float64, seed=args.seed)
     x = rng.standard_normal((args.steps, args.batch, args.input_size))

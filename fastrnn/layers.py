@@ -423,3 +423,19 @@ def _pair(value, name):
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise TypeError(f"{name} must be a pair (h, c) or None, got {type(value).__name__}")
     return value[0], value[1]
+
+
+CELL_NAMES = ("rnn", "rnn_relu", "lstm", "gru")
+
+
+def layer_for_cell(cell, input_size, hidden_size, **options):
+    """The layer for a cell name: "rnn" (tanh), "rnn_relu", "lstm" or "gru"."""
+    if cell == "rnn":
+        return RNN(input_size, hidden_size, nonlinearity="tanh", **options)
+    if cell == "rnn_relu":
+        return RNN(input_size, hidden_size, nonlinearity="relu", **options)
+    if cell == "lstm":
+        return LSTM(input_size, hidden_size, **options)
+    if cell == "gru":
+        return GRU(input_size, hidden_size, **options)
+    raise ValueError(f"cell must be one of {CELL_NAMES}, got {cell!r}")

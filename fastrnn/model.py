@@ -22,23 +22,14 @@ from ._validate import (
     seed_sequence,
 )
 from .io import load_checkpoint, save_checkpoint
-from .layers import GRU, LSTM, RNN
+from .layers import CELL_NAMES, LSTM, layer_for_cell
 
-CELLS = ("rnn", "rnn_relu", "lstm", "gru")
+CELLS = CELL_NAMES
 OUTPUTS = ("sequence", "last")
 LOSSES = ("cross_entropy", "mse", "bce")
 UNKNOWN = "\ufffd"  # decoded form of the reserved unknown-character id 0
 _OPTIMIZERS = {"SGD": _optim.SGD, "Adam": _optim.Adam, "AdamW": _optim.AdamW,
                "Adagrad": _optim.Adagrad, "RMSprop": _optim.RMSprop}
-
-
-def _make_layer(cell, input_size, hidden_size, num_layers, bidirectional, dropout, dtype, seed):
-    options = dict(num_layers=num_layers, bidirectional=bidirectional, dropout=dropout,
-                   dtype=dtype, seed=seed)
-    if cell in ("rnn", "rnn_relu"):
-        return RNN(input_size, hidden_size, nonlinearity="relu" if cell == "rnn_relu" else "tanh",
-                   **options)
-    return (LSTM if cell == "lstm" else GRU)(input_size, hidden_size, **options)
 
 
 class SequenceModel:
@@ -92,8 +83,9 @@ class SequenceModel:
         self.skipped_steps = 0
         self.grad_norm = None
         init_seed, layer_seed = seed_sequence(seed).spawn(2)
-        self.rnn = _make_layer(cell, self.config["input_size"], hidden_size, num_layers,
-                               bidirectional, dropout, self.dtype, layer_seed)
+        self.rnn = layer_for_cell(cell, self.config["input_size"], hidden_size,
+                                  num_layers=num_layers, bidirectional=bidirectional,
+                                  dropout=dropout, dtype=self.dtype, seed=layer_seed)
         features = self.rnn.num_directions * self.config["hidden_size"]
         n_rnn = self.rnn._flat_params.size
         n_out = self.config["output_size"]

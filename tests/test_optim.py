@@ -157,10 +157,9 @@ def test_matches_numpy_reference(name, kwargs, rng):
     assert opt.step_count == len(grads)
 
 
-@pytest.mark.parametrize("name, kwargs", CONFIGS, ids=CONFIG_IDS)
-def test_matches_torch_float64(name, kwargs, rng):
+def _steps_beside_torch(name, kwargs, params, grads):
+    """Yield (fastrnn params, torch params) after each step of the same optimizer."""
     torch = pytest.importorskip("torch", reason="torch is needed for the parity check")
-    params, grads = _problem(rng)
     opt = getattr(optim, name)(**kwargs)
     tensor = torch.tensor(params.copy(), requires_grad=True)
     torch_opt = getattr(torch.optim, name)([tensor], **kwargs)
@@ -168,22 +167,22 @@ def test_matches_torch_float64(name, kwargs, rng):
         opt.step(params, grad)
         tensor.grad = torch.tensor(grad)
         torch_opt.step()
-        np.testing.assert_allclose(params, tensor.detach().numpy(), rtol=1e-12, atol=1e-14)
+        yield params, tensor.detach().numpy()
+
+
+@pytest.mark.parametrize("name, kwargs", CONFIGS, ids=CONFIG_IDS)
+def test_matches_torch_float64(name, kwargs, rng):
+    params, grads = _problem(rng)
+    for ours, theirs in _steps_beside_torch(name, kwargs, params, grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("name, kwargs", CONFIGS[::3], ids=CONFIG_IDS[::3])
 def test_float32_matches_torch_float32(name, kwargs, rng):
-    torch = pytest.importorskip("torch", reason="torch is needed for the parity check")
     params, grads = _problem(rng, np.float32)
-    opt = getattr(optim, name)(**kwargs)
-    tensor = torch.tensor(params.copy(), requires_grad=True)
-    torch_opt = getattr(torch.optim, name)([tensor], **kwargs)
-    for grad in grads:
-        opt.step(params, grad)
-        tensor.grad = torch.tensor(grad)
-        torch_opt.step()
-    assert params.dtype == np.float32
-    np.testing.assert_allclose(params, tensor.detach().numpy(), rtol=1e-5, atol=1e-6)
+    ours, theirs = list(_steps_beside_torch(name, kwargs, params, grads))[-1]
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name, kwargs", CONFIGS, ids=CONFIG_IDS)

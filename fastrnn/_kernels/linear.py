@@ -8,6 +8,7 @@ spinning threads competing for the same cores.
 import numpy as np
 
 from ._jit import kernel
+from .sequence import accumulate_param_grads
 
 
 @kernel
@@ -21,8 +22,5 @@ def linear_forward(features, weight, bias, out):
 @kernel
 def linear_backward(d_out, features, weight, d_weight, d_bias, d_features):
     """Accumulates d_weight and d_bias; writes d_features."""
-    d_weight += np.dot(d_out.T, features)
-    for row in range(d_out.shape[0]):
-        for col in range(d_out.shape[1]):
-            d_bias[col] += d_out[row, col]
+    accumulate_param_grads(d_out, features, d_weight, d_bias)
     np.dot(d_out, weight, d_features)
