@@ -14,6 +14,7 @@ from .sequence import (
     accumulate_param_grads_parallel,
     batch_chunks,
     chunk_bounds,
+    clamp,
     rows_dot,
     time_index,
 )
@@ -35,14 +36,13 @@ def _forward_rows(start, stop, w_hh_t, bias, h0, lengths, reverse, use_relu,
             if t >= lengths[b]:
                 out[t, b] = 0.0
                 continue
-            g_row = gates[t, b]
             for j in range(hidden):
-                pre = g_row[j] + recurrent[row, j] + bias[j]
+                pre = gates[t, b, j] + recurrent[row, j] + bias[j]
                 if use_relu:
                     h_new = pre if (pre > 0.0 or pre != pre) else 0.0  # NaN propagates, like torch
                 else:
                     h_new = tanh(pre)
-                g_row[j] = h_new
+                gates[t, b, j] = h_new
                 h[row, j] = h_new
                 out[t, b, j] = h_new
     h_n[start:stop] = h
@@ -67,6 +67,7 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, use_relu, clip_hidden,
                    gates, d_out, d_hn, d_gates, dh0):
     n_steps = gates.shape[0]
     one = np.ones(1, dtype=gates.dtype)[0]  # keeps float32 arithmetic in float32
+    bound = np.full(1, clip_hidden, dtype=gates.dtype)[0]
     hidden = d_hn.shape[1]
     dh = d_hn[start:stop].copy()
     recurrent = np.empty_like(dh)
@@ -74,22 +75,16 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, use_relu, clip_hidden,
         t = time_index(n_steps - 1 - back_step, n_steps, reverse)
         for row in range(stop - start):
             b = start + row
-            dg_row = d_gates[t, b]
             if t >= lengths[b]:
-                dg_row[:] = 0.0
+                d_gates[t, b] = 0.0
                 continue
-            g_row = gates[t, b]
             for j in range(hidden):
-                dh_total = dh[row, j] + d_out[t, b, j]
-                if dh_total > clip_hidden:
-                    dh_total = clip_hidden
-                elif dh_total < -clip_hidden:
-                    dh_total = -clip_hidden
-                h_new = g_row[j]
+                dh_total = clamp(dh[row, j] + d_out[t, b, j], bound)
+                h_new = gates[t, b, j]
                 if use_relu:
-                    dg_row[j] = dh_total if h_new > 0.0 else 0.0
+                    d_gates[t, b, j] = dh_total if h_new > 0.0 else 0.0
                 else:
-                    dg_row[j] = dh_total * (one - h_new * h_new)
+                    d_gates[t, b, j] = dh_total * (one - h_new * h_new)
         np.dot(d_gates[t, start:stop], w_hh, recurrent)
         for row in range(stop - start):
             if t < lengths[start + row]:

@@ -20,6 +20,7 @@ from .sequence import (
     accumulate_param_grads_parallel,
     batch_chunks,
     chunk_bounds,
+    clamp,
     rows_dot,
     time_index,
 )
@@ -42,23 +43,18 @@ def _forward_rows(start, stop, w_hh_t, b_ih, b_hh, h0, lengths, reverse,
             if t >= lengths[b]:
                 out[t, b] = 0.0
                 continue
-            # Short loops over few arrays each: LLVM vectorises these, where one
-            # fused loop over eight arrays stayed scalar.
-            g_row = gates[t, b]
-            r_row = recurrent[row]
-            hn_row = hidden_n[t, b]
             for k in range(2 * hidden):
-                g_row[k] = sigmoid(g_row[k] + b_ih[k] + r_row[k] + b_hh[k])
+                gates[t, b, k] = sigmoid(gates[t, b, k] + b_ih[k] + recurrent[row, k] + b_hh[k])
             for j in range(hidden):
-                hn_row[j] = r_row[2 * hidden + j] + b_hh[2 * hidden + j]
-            for j in range(hidden):
-                g_row[2 * hidden + j] = tanh(g_row[2 * hidden + j] + b_ih[2 * hidden + j]
-                                             + g_row[j] * hn_row[j])
-            h_row = h[row]
-            for j in range(hidden):
-                z_gate = g_row[hidden + j]
-                h_row[j] = (one - z_gate) * g_row[2 * hidden + j] + z_gate * h_row[j]
-            out[t, b] = h_row
+                hn = recurrent[row, 2 * hidden + j] + b_hh[2 * hidden + j]
+                n_gate = tanh(gates[t, b, 2 * hidden + j] + b_ih[2 * hidden + j]
+                              + gates[t, b, j] * hn)
+                z_gate = gates[t, b, hidden + j]
+                h_new = (one - z_gate) * n_gate + z_gate * h[row, j]
+                hidden_n[t, b, j] = hn
+                gates[t, b, 2 * hidden + j] = n_gate
+                h[row, j] = h_new
+                out[t, b, j] = h_new
     h_n[start:stop] = h
 
 
@@ -82,6 +78,7 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
     n_steps = gates.shape[0]
     hidden = d_hn.shape[1]
     one = np.ones(1, dtype=gates.dtype)[0]  # keeps float32 arithmetic in float32
+    bound = np.full(1, clip_hidden, dtype=gates.dtype)[0]
     dh = d_hn[start:stop].copy()
     recurrent = np.empty_like(dh)
     # Gradient of this slice's recurrent pre-activations at one step; only the
@@ -91,33 +88,26 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
         t = time_index(n_steps - 1 - back_step, n_steps, reverse)
         for row in range(stop - start):
             b = start + row
-            dx_row = d_gates[t, b]
-            dhh_row = d_hidden_gates[row]
             if t >= lengths[b]:
-                dx_row[:] = 0.0
-                dhh_row[:] = 0.0
+                d_gates[t, b] = 0.0
+                d_hidden_gates[row] = 0.0
                 continue
-            g_row = gates[t, b]
             for j in range(hidden):
                 jz = hidden + j
                 jn = 2 * hidden + j
-                dh_total = dh[row, j] + d_out[t, b, j]
-                if dh_total > clip_hidden:
-                    dh_total = clip_hidden
-                elif dh_total < -clip_hidden:
-                    dh_total = -clip_hidden
-                r_gate = g_row[j]
-                z_gate = g_row[jz]
-                n_gate = g_row[jn]
+                dh_total = clamp(dh[row, j] + d_out[t, b, j], bound)
+                r_gate = gates[t, b, j]
+                z_gate = gates[t, b, jz]
+                n_gate = gates[t, b, jn]
                 d_pre_n = dh_total * (one - z_gate) * (one - n_gate * n_gate)
                 d_pre_z = dh_total * (h_prev[t, b, j] - n_gate) * z_gate * (one - z_gate)
                 d_pre_r = d_pre_n * hidden_n[t, b, j] * r_gate * (one - r_gate)
-                dx_row[j] = d_pre_r
-                dx_row[jz] = d_pre_z
-                dx_row[jn] = d_pre_n
-                dhh_row[j] = d_pre_r
-                dhh_row[jz] = d_pre_z
-                dhh_row[jn] = d_pre_n * r_gate
+                d_gates[t, b, j] = d_pre_r
+                d_gates[t, b, jz] = d_pre_z
+                d_gates[t, b, jn] = d_pre_n
+                d_hidden_gates[row, j] = d_pre_r
+                d_hidden_gates[row, jz] = d_pre_z
+                d_hidden_gates[row, jn] = d_pre_n * r_gate
                 # The direct path h -> h' through z; the matrix path is added below.
                 dh[row, j] = dh_total * z_gate
         np.dot(d_hidden_gates, w_hh, recurrent)

@@ -17,6 +17,13 @@ def time_index(step, n_steps, reverse):
 
 
 @kernel
+def clamp(value, bound):
+    """value limited to [-bound, bound]; NaN passes through (it compares false)."""
+    value = bound if value > bound else value
+    return -bound if value < -bound else value
+
+
+@kernel
 def chunk_bounds(chunk, n_chunks, rows):
     """Rows [start, stop) of slice `chunk`: near-equal slices, one per thread."""
     return chunk * rows // n_chunks, (chunk + 1) * rows // n_chunks
