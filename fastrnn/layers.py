@@ -230,7 +230,8 @@ class _RecurrentLayer:
         c_n = np.empty_like(h0) if self._cell.has_cell_state else None
         layer_inputs, caches, masks = [], [], []
         layer_input = x.reshape(n_steps * batch, -1)
-        with _threads.kernel_threads(self._work(n_steps, batch)) as threads:
+        with _threads.kernel_threads(self._work(n_steps, batch), self._step_work(batch)) \
+                as threads:
             for layer in range(self.num_layers):
                 outputs = []
                 for direction in range(self.num_directions):
@@ -263,6 +264,10 @@ class _RecurrentLayer:
         gates = self._cell.n_gates * self.hidden_size
         width = self.input_size + self.hidden_size
         return n_steps * batch * gates * width * self.num_layers * self.num_directions
+
+    def _step_work(self, batch):
+        """Multiply-adds of one step's recurrent product (B, H) @ (H, gates * H)."""
+        return batch * self._cell.n_gates * self.hidden_size * self.hidden_size
 
     def _to_user_layout(self, seq, unbatched):
         if unbatched:
@@ -315,7 +320,8 @@ class _RecurrentLayer:
         dc0 = np.empty_like(d_hn) if has_c else None
         clip_hidden = np.inf if clip_hidden is None else clip_hidden
         d_layer_out = d_out
-        with _threads.kernel_threads(2 * self._work(n_steps, batch)) as threads:
+        with _threads.kernel_threads(2 * self._work(n_steps, batch), self._step_work(batch)) \
+                as threads:
             for layer in reversed(range(self.num_layers)):
                 layer_input = cache["layer_inputs"][layer]
                 d_input = None

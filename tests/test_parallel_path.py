@@ -13,6 +13,8 @@ from fastrnn import _threads
 
 def _run(cell, force_parallel, monkeypatch, threads):
     monkeypatch.setattr(_threads, "SERIAL_WORK", 0 if force_parallel else 1 << 60)
+    monkeypatch.setattr(_threads, "SINGLE_THREAD_WORK", 0)
+    monkeypatch.setattr(_threads, "STEP_SPLIT_WORK", 0)
     monkeypatch.setattr(_threads, "STRATEGY", "batch" if force_parallel else "blas")
     fastrnn.set_num_threads(threads)
     layer = make_layer(cell, 3, 5, num_layers=2, bidirectional=True, seed=4)
@@ -42,6 +44,29 @@ def test_parallel_kernels_match_serial_kernels(cell, monkeypatch):
                 assert max_rel_error(got, want) <= 1e-13
     finally:
         fastrnn.set_num_threads(threads_before)
+
+
+@pytest.mark.parametrize("work, step_work, blas_threads", [
+    (_threads.SINGLE_THREAD_WORK - 1, _threads.STEP_SPLIT_WORK, 1),
+    (_threads.SINGLE_THREAD_WORK, _threads.STEP_SPLIT_WORK - 1, 1),
+    (_threads.SINGLE_THREAD_WORK, _threads.STEP_SPLIT_WORK, 2),
+])
+def test_blas_threads_follow_problem_size(work, step_work, blas_threads, monkeypatch):
+    from fastrnn import _blas
+
+    if not _blas.controllable or _threads._max_threads() < 2:
+        pytest.skip("needs a controllable BLAS and two cores")
+    monkeypatch.setattr(_threads, "STRATEGY", "blas")
+    threads_before = fastrnn.get_num_threads()
+    blas_before = _blas._get_threads()
+    fastrnn.set_num_threads(2)
+    try:
+        with _threads.kernel_threads(work, step_work) as kernel_threads:
+            assert kernel_threads == 1
+            assert _blas._get_threads() == blas_threads
+    finally:
+        fastrnn.set_num_threads(threads_before)
+    assert _blas._get_threads() == blas_before
 
 
 @pytest.mark.parametrize("value, ok", [("batch", True), ("blas", True), ("threads", False)])
