@@ -7,6 +7,13 @@ import numpy as np
 from ._kernels import elman, gru, lstm
 
 
+def _recurrent_weight(w_hh):
+    """W_hh^T (H, G) laid out row-major for the per-step products: BLAS runs the
+    small products of the time loop up to twice as fast on it as on the
+    transposed view, and the copy costs one pass over W_hh per call."""
+    return np.ascontiguousarray(w_hh.T)
+
+
 class ElmanCell:
     n_gates = 1
     has_cell_state = False
@@ -21,7 +28,8 @@ class ElmanCell:
         out = np.empty_like(gates)
         h_n = np.empty_like(h0)
         buffers = (gates, h_prev, out, h_n)
-        inputs = (x, w_ih.T, w_hh.T, b_ih + b_hh, h0, lengths, reverse, self.use_relu)
+        inputs = (x, w_ih.T, _recurrent_weight(w_hh), b_ih + b_hh, h0, lengths, reverse,
+                  self.use_relu)
         if n_threads == 1:
             elman.elman_forward_serial(*inputs, *buffers)
         else:
@@ -58,7 +66,7 @@ class LSTMCell:
         h_n = np.empty_like(h0)
         c_n = np.empty_like(c0)
         buffers = (gates, h_prev, c_prev, tanh_c, out, h_n, c_n)
-        inputs = (x, w_ih.T, w_hh.T, b_ih + b_hh, h0, c0, lengths, reverse)
+        inputs = (x, w_ih.T, _recurrent_weight(w_hh), b_ih + b_hh, h0, c0, lengths, reverse)
         if n_threads == 1:
             lstm.lstm_forward_serial(*inputs, *buffers)
         else:
@@ -92,7 +100,7 @@ class GRUCell:
         out = np.empty_like(hidden_n)
         h_n = np.empty_like(h0)
         buffers = (gates, hidden_n, h_prev, out, h_n)
-        inputs = (x, w_ih.T, w_hh.T, b_ih, b_hh, h0, lengths, reverse)
+        inputs = (x, w_ih.T, _recurrent_weight(w_hh), b_ih, b_hh, h0, lengths, reverse)
         if n_threads == 1:
             gru.gru_forward_serial(*inputs, *buffers)
         else:
