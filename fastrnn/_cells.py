@@ -8,10 +8,16 @@ from ._kernels import elman, gru, lstm
 
 
 def _recurrent_weight(w_hh):
-    """W_hh^T (H, G) laid out row-major for the per-step products: BLAS runs the
-    small products of the time loop up to twice as fast on it as on the
-    transposed view, and the copy costs one pass over W_hh per call."""
-    return np.ascontiguousarray(w_hh.T)
+    """W_hh^T (H, G) for the per-step products: a row-major copy when it is small,
+    where BLAS runs the time loop's small products up to twice as fast on it as on
+    the transposed view; large ones run as fast on the view, and their transposing
+    copy would cost more than it saves."""
+    if w_hh.size <= _SMALL_WEIGHT:
+        return np.ascontiguousarray(w_hh.T)
+    return w_hh.T
+
+
+_SMALL_WEIGHT = 1 << 16
 
 
 class ElmanCell:
