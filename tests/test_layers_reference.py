@@ -131,6 +131,20 @@ def test_matches_reference(cell, shape, use_lengths, clip_hidden):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_small_batch_large_hidden_matches_reference(cell):
+    """A batch far smaller than the hidden size takes the weight-major per-step
+    product; bidirectional, with lengths and initial states."""
+    from fastrnn._kernels.sequence import product_scratch
+
+    sizes = (4, 3, 5, 512)
+    assert product_scratch(np.zeros((sizes[1], sizes[3])), sizes[3])[1].shape[0] > 0
+    problem, cotangents = make_case(cell, 1, True, seed=5, sizes=sizes)
+    layer = layer_for(cell, problem)
+    fast = run(layer, problem, cotangents)
+    assert_matches_reference(cell, problem, cotangents, layer, fast, None)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_padded_steps_give_zero_output_and_zero_dx(cell):
     problem, cotangents = make_case(cell, 2, True, seed=41)
     problem["lengths"] = np.array([T, 2, 1])

@@ -21,6 +21,8 @@ from .sequence import (
     batch_chunks,
     chunk_bounds,
     clamp,
+    product_scratch,
+    recurrent_product,
     rows_dot,
     time_index,
 )
@@ -34,10 +36,11 @@ def _forward_rows(start, stop, w_hh_t, b_ih, b_hh, h0, lengths, reverse,
     hidden = h0.shape[1]
     h = h0[start:stop].copy()
     recurrent = np.empty((stop - start, 3 * hidden), dtype=gates.dtype)
+    h_t, recurrent_t = product_scratch(h, 3 * hidden)
     for step in range(n_steps):
         t = time_index(step, n_steps, reverse)
         h_prev[t, start:stop] = h
-        np.dot(h, w_hh_t, recurrent)
+        recurrent_product(h, w_hh_t, recurrent, h_t, recurrent_t)
         for row in range(stop - start):
             b = start + row
             if t >= lengths[b]:

@@ -21,6 +21,8 @@ from .sequence import (
     batch_chunks,
     chunk_bounds,
     clamp,
+    product_scratch,
+    recurrent_product,
     rows_dot,
     time_index,
 )
@@ -36,11 +38,12 @@ def _forward_rows(start, stop, w_hh_t, bias, h0, c0, lengths, reverse,
     h = h0[start:stop].copy()
     c = c0[start:stop].copy()
     recurrent = np.empty((stop - start, 4 * hidden), dtype=gates.dtype)
+    h_t, recurrent_t = product_scratch(h, 4 * hidden)
     for step in range(n_steps):
         t = time_index(step, n_steps, reverse)
         h_prev[t, start:stop] = h
         c_prev[t, start:stop] = c
-        np.dot(h, w_hh_t, recurrent)
+        recurrent_product(h, w_hh_t, recurrent, h_t, recurrent_t)
         for row in range(stop - start):
             b = start + row
             if t >= lengths[b]:
