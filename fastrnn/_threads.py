@@ -94,7 +94,9 @@ if STRATEGY not in ("blas", "batch"):
     raise ValueError(f"FASTRNN_STRATEGY must be 'blas' or 'batch', got {STRATEGY!r}")
 
 
-@contextlib.contextmanager
+_UNTOUCHED = contextlib.nullcontext(1)
+
+
 def kernel_threads(work=None, step_work=None):
     """Apply fastrnn's thread settings for the body (see STRATEGY).
 
@@ -104,8 +106,12 @@ def kernel_threads(work=None, step_work=None):
     BLAS threaded, or on one thread for a call too small to be worth splitting).
     """
     if work is not None and work < SERIAL_WORK:
-        yield 1
-        return
+        return _UNTOUCHED  # a plain object: streaming calls skip the generator's cost
+    return _applied_threads(work, step_work)
+
+
+@contextlib.contextmanager
+def _applied_threads(work, step_work):
     if (work is not None and work < SINGLE_THREAD_WORK
             or step_work is not None and step_work < STEP_SPLIT_WORK):
         with _blas.limited(1):

@@ -1,6 +1,7 @@
 """Input checks shared by the public API. Every message names the argument, what was
 expected and what came, so bad input never reaches a kernel."""
 
+import functools
 import numbers
 
 import numpy as np
@@ -58,6 +59,11 @@ def float_array(value, name, dtype):
     return np.require(array, dtype=dtype, requirements=["C", "W"])
 
 
+@functools.lru_cache(maxsize=64)
+def _full_lengths(batch, n_steps):
+    return np.full(batch, n_steps, dtype=np.int64)
+
+
 def seed_sequence(seed, name="seed"):
     """A numpy SeedSequence from None, an int, a sequence of ints or a SeedSequence."""
     if isinstance(seed, np.random.SeedSequence):
@@ -76,9 +82,11 @@ def shape_error(name, expected, got):
 
 
 def lengths_array(lengths, batch, n_steps, name="lengths"):
-    """Sequence lengths as int64 (B,), each in [1, T]; None means all are T."""
+    """Sequence lengths as int64 (B,), each in [1, T]; None means all are T.
+
+    The array for None is shared between calls: callers only read it."""
     if lengths is None:
-        return np.full(batch, n_steps, dtype=np.int64)
+        return _full_lengths(batch, n_steps)
     array = np.asarray(lengths)
     if array.dtype.kind not in "iu":
         raise TypeError(f"{name} must be an integer array, got dtype {array.dtype}")

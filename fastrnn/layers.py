@@ -62,6 +62,9 @@ class _RecurrentLayer:
         self.params = types.MappingProxyType(self._views(self._flat_params))
         self.grads = types.MappingProxyType(self._views(self._flat_grads))
         self._zero_bias = np.zeros(self._cell.n_gates * self.hidden_size, dtype=self.dtype)
+        self._direction_arrays = {
+            (layer, direction): self._bind_direction(layer, direction)
+            for layer in range(self.num_layers) for direction in range(self.num_directions)}
         self._cache = None
         self.grad_norm = None
 
@@ -154,6 +157,10 @@ class _RecurrentLayer:
             self.params[name][...] = value
 
     def _direction_params(self, layer, direction):
+        """(w_ih, w_hh, b_ih, b_hh, dw_ih, dw_hh, db_ih, db_hh) of one layer and direction."""
+        return self._direction_arrays[layer, direction]
+
+    def _bind_direction(self, layer, direction):
         suffix = f"_l{layer}" + ("_reverse" if direction else "")
         p, g = self.params, self.grads
         if self.bias:
@@ -161,11 +168,12 @@ class _RecurrentLayer:
                     p["bias_ih" + suffix], p["bias_hh" + suffix],
                     g["weight_ih" + suffix], g["weight_hh" + suffix],
                     g["bias_ih" + suffix], g["bias_hh" + suffix])
-        # No bias parameters: zero biases in, bias gradients into scratch.
+        # No bias parameters: zero biases in, bias gradients into a scratch buffer
+        # (shared by every direction: nothing reads it).
+        scratch = np.zeros_like(self._zero_bias)
         return (p["weight_ih" + suffix], p["weight_hh" + suffix],
                 self._zero_bias, self._zero_bias,
-                g["weight_ih" + suffix], g["weight_hh" + suffix],
-                np.zeros_like(self._zero_bias), np.zeros_like(self._zero_bias))
+                g["weight_ih" + suffix], g["weight_hh" + suffix], scratch, scratch)
 
     # ------------------------------------------------------------------- forward
     def _state_shape(self, batch, unbatched):
