@@ -15,7 +15,22 @@ import glob
 import os
 import threading
 
-import scipy.linalg.cython_blas  # noqa: F401  (loads the library numba's np.dot uses)
+# OpenBLAS worker threads spin for 2**28 clock cycles (about 0.1 s) after each call
+# before they sleep: in a process that also runs torch, JAX or the user's own
+# threads, that takes cores from them (torch's LSTM training step ran 1.8x slower
+# beside it). 2**20 cycles (about 0.3 ms) still covers the gaps between one call's
+# per-step products. The setting is read once, when the library loads, so it is
+# applied only if the library is not loaded yet and the user has not chosen a value,
+# and the environment is left as it was.
+_TIMEOUT_VARIABLE = "OPENBLAS_THREAD_TIMEOUT"
+_set_timeout = _TIMEOUT_VARIABLE not in os.environ
+if _set_timeout:
+    os.environ[_TIMEOUT_VARIABLE] = "20"
+try:
+    import scipy.linalg.cython_blas  # noqa: F401  (loads the library numba's np.dot uses)
+finally:
+    if _set_timeout:
+        del os.environ[_TIMEOUT_VARIABLE]
 
 
 def _find_openblas():

@@ -113,3 +113,44 @@ def test_blas_thread_setting_is_restored():
     before = _blas._get_threads()
     _layer_output(0)
     assert _blas._get_threads() == before
+
+
+_IDLE_CPU_SCRIPT = """
+import os, resource, time
+import numpy as np
+import fastrnn
+assert os.environ.get("OPENBLAS_THREAD_TIMEOUT") == {expected_env!r}
+fastrnn.set_num_threads(2)
+layer = fastrnn.LSTM(256, 256, dtype=np.float32, seed=0)
+x = np.random.default_rng(0).standard_normal((10, 64, 256)).astype(np.float32)
+for _ in range(2):
+    out, _ = layer(x)
+    layer.backward(np.ones_like(out))
+usage = resource.getrusage(resource.RUSAGE_SELF)
+before = usage.ru_utime + usage.ru_stime
+time.sleep(0.3)
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(usage.ru_utime + usage.ru_stime - before)
+"""
+
+
+@pytest.mark.parametrize("user_timeout", [None, "28"])
+def test_blas_threads_go_idle_after_a_call(user_timeout):
+    """BLAS workers stop spinning soon after a call, so other libraries in the process
+    get the cores back; a timeout the user set is left as it is."""
+    if fastrnn._threads._max_threads() < 2:
+        pytest.skip("needs two cores for a multi-threaded BLAS call")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if user_timeout is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = user_timeout
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env["PYTHONPATH"] = os.path.dirname(tests) + os.pathsep + env.get("PYTHONPATH", "")
+    script = _IDLE_CPU_SCRIPT.format(expected_env=user_timeout)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=600, env=env)
+    assert result.returncode == 0, result.stderr
+    idle_cpu_seconds = float(result.stdout.strip().splitlines()[-1])
+    if user_timeout is None:
+        assert idle_cpu_seconds < 0.03
+    else:  # OpenBLAS's own default: a worker spins for about 0.1 s
+        assert idle_cpu_seconds > 0.03
