@@ -87,6 +87,7 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
     # Gradient of this slice's recurrent pre-activations at one step; only the
     # input-side gradients (d_gates) are kept for the whole sequence.
     d_hidden_gates = np.zeros((stop - start, 3 * hidden), dtype=gates.dtype)
+    d_state = np.empty(hidden, dtype=gates.dtype)
     for back_step in range(n_steps):
         t = time_index(n_steps - 1 - back_step, n_steps, reverse)
         for row in range(stop - start):
@@ -95,24 +96,25 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
                 d_gates[t, b] = 0.0
                 d_hidden_gates[row] = 0.0
                 continue
+            # Short loops over few arrays each vectorise (as in the LSTM kernel).
             for j in range(hidden):
-                jz = hidden + j
-                jn = 2 * hidden + j
-                dh_total = clamp(dh[row, j] + d_out[t, b, j], bound)
+                d_state[j] = clamp(dh[row, j] + d_out[t, b, j], bound)  # dL/dh'
+            for j in range(hidden):
+                z_gate = gates[t, b, hidden + j]
+                n_gate = gates[t, b, 2 * hidden + j]
+                d_pre_z = d_state[j] * (h_prev[t, b, j] - n_gate) * z_gate * (one - z_gate)
+                d_gates[t, b, hidden + j] = d_pre_z
+                d_hidden_gates[row, hidden + j] = d_pre_z
+                d_gates[t, b, 2 * hidden + j] = d_state[j] * (one - z_gate) * (one - n_gate * n_gate)
+                # The direct path h -> h' through z; the matrix path is added below.
+                dh[row, j] = d_state[j] * z_gate
+            for j in range(hidden):
                 r_gate = gates[t, b, j]
-                z_gate = gates[t, b, jz]
-                n_gate = gates[t, b, jn]
-                d_pre_n = dh_total * (one - z_gate) * (one - n_gate * n_gate)
-                d_pre_z = dh_total * (h_prev[t, b, j] - n_gate) * z_gate * (one - z_gate)
+                d_pre_n = d_gates[t, b, 2 * hidden + j]
                 d_pre_r = d_pre_n * hidden_n[t, b, j] * r_gate * (one - r_gate)
                 d_gates[t, b, j] = d_pre_r
-                d_gates[t, b, jz] = d_pre_z
-                d_gates[t, b, jn] = d_pre_n
                 d_hidden_gates[row, j] = d_pre_r
-                d_hidden_gates[row, jz] = d_pre_z
-                d_hidden_gates[row, jn] = d_pre_n * r_gate
-                # The direct path h -> h' through z; the matrix path is added below.
-                dh[row, j] = dh_total * z_gate
+                d_hidden_gates[row, 2 * hidden + j] = d_pre_n * r_gate
         np.dot(d_hidden_gates, w_hh, recurrent)
         for row in range(stop - start):
             if t < lengths[start + row]:
