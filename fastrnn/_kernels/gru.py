@@ -50,12 +50,12 @@ def _forward_rows(start, stop, w_hh_t, b_ih, b_hh, h0, lengths, reverse,
                 gates[t, b, k] = sigmoid(gates[t, b, k] + b_ih[k] + recurrent[row, k] + b_hh[k])
             for j in range(hidden):
                 hn = recurrent[row, 2 * hidden + j] + b_hh[2 * hidden + j]
-                n_gate = tanh(gates[t, b, 2 * hidden + j] + b_ih[2 * hidden + j]
-                              + gates[t, b, j] * hn)
-                z_gate = gates[t, b, hidden + j]
-                h_new = (one - z_gate) * n_gate + z_gate * h[row, j]
                 hidden_n[t, b, j] = hn
-                gates[t, b, 2 * hidden + j] = n_gate
+                gates[t, b, 2 * hidden + j] = tanh(gates[t, b, 2 * hidden + j]
+                                                   + b_ih[2 * hidden + j] + gates[t, b, j] * hn)
+            for j in range(hidden):
+                z_gate = gates[t, b, hidden + j]
+                h_new = (one - z_gate) * gates[t, b, 2 * hidden + j] + z_gate * h[row, j]
                 h[row, j] = h_new
                 out[t, b, j] = h_new
     h_n[start:stop] = h
