@@ -169,7 +169,7 @@ class _RecurrentLayer:
                     g["weight_ih" + suffix], g["weight_hh" + suffix],
                     g["bias_ih" + suffix], g["bias_hh" + suffix])
         # No bias parameters: zero biases in, bias gradients into a scratch buffer
-        # (shared by every direction: nothing reads it).
+        # that nothing reads (db_ih and db_hh share it).
         scratch = np.zeros_like(self._zero_bias)
         return (p["weight_ih" + suffix], p["weight_hh" + suffix],
                 self._zero_bias, self._zero_bias,
