@@ -32,6 +32,12 @@ FRAMEWORKS = ("fastrnn",) + PEERS
 MAX_NORM = 5.0
 STREAM_HIDDEN = 128
 MIN_SAMPLE_SECONDS = 0.005     # each timed sample repeats the call until it lasts this long
+# Before each timed sample the workload runs untimed for this long, so the sample
+# does not share the cores with the previous framework's idle threads: torch's
+# OpenMP workers spin for about 10 ms after each call (measured on the 2-core
+# development machine), and a sample that starts in that window measures the
+# neighbour, not the framework.
+SETTLE_SECONDS = 0.015
 
 
 @dataclass(frozen=True)
@@ -116,16 +122,20 @@ def median_ms(workloads, repeats):
 
     Each workload is warmed up and calibrated first (so one sample lasts at least
     MIN_SAMPLE_SECONDS); then the samples alternate between the workloads, so slow
-    drifts of the machine hit all of them alike.
+    drifts of the machine hit all of them alike. Each sample follows an untimed
+    settling run of the same workload (SETTLE_SECONDS).
     """
     numbers = {}
+    settles = {}
     for name, workload in workloads.items():
         workload()
-        one_call = _seconds(workload, 2)
-        numbers[name] = max(1, int(MIN_SAMPLE_SECONDS / max(one_call, 1e-9)))
+        one_call = max(_seconds(workload, 2), 1e-9)
+        numbers[name] = max(1, int(MIN_SAMPLE_SECONDS / one_call))
+        settles[name] = max(1, int(SETTLE_SECONDS / one_call))
     samples = {name: [] for name in workloads}
     for _ in range(repeats):
         for name, workload in workloads.items():
+            _seconds(workload, settles[name])
             samples[name].append(_seconds(workload, numbers[name]))
     return {name: 1e3 * statistics.median(values) for name, values in samples.items()}
 
