@@ -34,7 +34,7 @@ def main(argv=None):
     parser.add_argument("--shapes", default="big,large,wide")
     parser.add_argument("--modes", default="train,forward")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--strategies", default="blas,batch",
+    parser.add_argument("--strategies", default="auto,blas",
                         help="fastrnn threading strategies to compare")
     parser.add_argument("--json", help="write the results here as they come")
     args = parser.parse_args(argv)

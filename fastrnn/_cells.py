@@ -1,9 +1,11 @@
 """Runs one direction of one layer of a cell: allocates the kernel buffers and calls
-the fused forward or BPTT kernel, the single-threaded variant when n_threads == 1.
+the fused forward or BPTT kernel, the single-threaded variant when the plan
+(_threads.Plan) has one thread.
 Knows shapes and buffers, nothing of validation."""
 
 import numpy as np
 
+from . import _blas
 from ._kernels import elman, gru, lstm
 
 
@@ -20,6 +22,50 @@ def _recurrent_weight(w_hh, n_steps):
 
 _SMALL_WEIGHT = 1 << 14
 _MIN_STEPS_FOR_COPY = 16
+_MIN_BLOCK = 16
+
+
+def _block_width(rows, inner, columns):
+    """The widest d dividing `columns` with rows * inner * d within BLAS's
+    small-matrix size (and d >= _MIN_BLOCK unless d covers every column); 0 if none."""
+    limit = _blas.SMALL_PRODUCT // max(1, rows * inner)
+    if columns <= limit:
+        return columns
+    for width in range(min(limit, columns // 2), _MIN_BLOCK - 1, -1):
+        if columns % width == 0:
+            return width
+    return 0
+
+
+def _column_blocks(w, rows, n_steps, blocked):
+    """The per-step product weight w (K, N) as contiguous column blocks (n, K, d)
+    for sequence.blocked_product, sized for `rows` rows per thread; (0, K, 0)
+    (no blocks) when the plan does not block, for a short sequence (one copy of
+    the weight costs about one product) or when no block width fits."""
+    inner, columns = w.shape
+    width = _block_width(rows, inner, columns) if blocked and n_steps >= _MIN_STEPS_FOR_COPY else 0
+    if width == 0:
+        return np.empty((0, inner, 0), dtype=w.dtype)
+    return np.ascontiguousarray(w.reshape(inner, columns // width, width).transpose(1, 0, 2))
+
+
+def _step_weights(w_hh, n_steps, batch, plan):
+    """(W_hh^T, its column blocks) for the forward time loop: the kernels use the
+    blocks when there are any, else W_hh^T (see _recurrent_weight)."""
+    blocks = _column_blocks(w_hh.T, _rows_per_thread(batch, plan), n_steps, plan.blocked)
+    if blocks.shape[0]:
+        return w_hh.T, blocks
+    return _recurrent_weight(w_hh, n_steps), blocks
+
+
+def _backward_blocks(w_hh, d_out, plan):
+    """Column blocks of W_hh (G, H) for BPTT's per-step dh = dG W_hh."""
+    n_steps, batch = d_out.shape[:2]
+    return _column_blocks(w_hh, _rows_per_thread(batch, plan), n_steps, plan.blocked)
+
+
+def _rows_per_thread(batch, plan):
+    return -(-batch // plan.threads)
 
 
 class ElmanCell:
@@ -29,15 +75,16 @@ class ElmanCell:
     def __init__(self, use_relu):
         self.use_relu = use_relu
 
-    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, n_threads):
+    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan):
         n_steps, batch, hidden = x.shape[0] // h0.shape[0], h0.shape[0], h0.shape[1]
         gates = np.empty((n_steps, batch, hidden), dtype=x.dtype)
         h_prev = np.empty_like(gates)
         out = np.empty_like(gates)
         h_n = np.empty_like(h0)
         buffers = (gates, h_prev, out, h_n)
-        inputs = (x, w_ih.T, _recurrent_weight(w_hh, n_steps), b_ih + b_hh, h0, lengths, reverse,
-                  self.use_relu)
+        inputs = (x, w_ih.T, *_step_weights(w_hh, n_steps, batch, plan),
+                  b_ih + b_hh, h0, lengths, reverse, self.use_relu)
+        n_threads = plan.threads
         if n_threads == 1:
             elman.elman_forward_serial(*inputs, *buffers)
         else:
@@ -45,17 +92,19 @@ class ElmanCell:
         return out, h_n, None, (gates, h_prev)
 
     def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
-                 clip_hidden, n_threads, dw_ih, dw_hh, db_ih, db_hh):
+                 clip_hidden, plan, dw_ih, dw_hh, db_ih, db_hh):
         gates, h_prev = cache
         dx = np.empty_like(x)
         dh0 = np.empty_like(d_hn)
         arrays = (gates, h_prev, d_out, d_hn, np.empty_like(gates), dx, dh0,
                   dw_ih, dw_hh, db_ih, db_hh)
+        w_hh_blocks = _backward_blocks(w_hh, d_out, plan)
+        n_threads = plan.threads
         if n_threads == 1:
-            elman.elman_backward_serial(x, w_ih, w_hh, lengths, reverse, self.use_relu,
+            elman.elman_backward_serial(x, w_ih, w_hh, w_hh_blocks, lengths, reverse, self.use_relu,
                                         clip_hidden, *arrays)
         else:
-            elman.elman_backward(x, w_ih, w_hh, lengths, reverse, self.use_relu, n_threads,
+            elman.elman_backward(x, w_ih, w_hh, w_hh_blocks, lengths, reverse, self.use_relu, n_threads,
                                  clip_hidden, *arrays)
         return dx, dh0, None
 
@@ -64,7 +113,7 @@ class LSTMCell:
     n_gates = 4
     has_cell_state = True
 
-    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, n_threads):
+    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan):
         n_steps, batch, hidden = x.shape[0] // h0.shape[0], h0.shape[0], h0.shape[1]
         gates = np.empty((n_steps, batch, 4 * hidden), dtype=x.dtype)
         h_prev = np.empty((n_steps, batch, hidden), dtype=x.dtype)
@@ -74,7 +123,9 @@ class LSTMCell:
         h_n = np.empty_like(h0)
         c_n = np.empty_like(c0)
         buffers = (gates, h_prev, c_prev, tanh_c, out, h_n, c_n)
-        inputs = (x, w_ih.T, _recurrent_weight(w_hh, n_steps), b_ih + b_hh, h0, c0, lengths, reverse)
+        inputs = (x, w_ih.T, *_step_weights(w_hh, n_steps, batch, plan),
+                  b_ih + b_hh, h0, c0, lengths, reverse)
+        n_threads = plan.threads
         if n_threads == 1:
             lstm.lstm_forward_serial(*inputs, *buffers)
         else:
@@ -82,17 +133,21 @@ class LSTMCell:
         return out, h_n, c_n, (gates, h_prev, c_prev, tanh_c)
 
     def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
-                 clip_hidden, n_threads, dw_ih, dw_hh, db_ih, db_hh):
+                 clip_hidden, plan, dw_ih, dw_hh, db_ih, db_hh):
         gates, h_prev, c_prev, tanh_c = cache
         dx = np.empty_like(x)
         dh0 = np.empty_like(d_hn)
         dc0 = np.empty_like(d_cn)
         arrays = (gates, h_prev, c_prev, tanh_c, d_out, d_hn, d_cn, np.empty_like(gates),
                   dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
+        w_hh_blocks = _backward_blocks(w_hh, d_out, plan)
+        n_threads = plan.threads
         if n_threads == 1:
-            lstm.lstm_backward_serial(x, w_ih, w_hh, lengths, reverse, clip_hidden, *arrays)
+            lstm.lstm_backward_serial(x, w_ih, w_hh, w_hh_blocks, lengths, reverse,
+                                      clip_hidden, *arrays)
         else:
-            lstm.lstm_backward(x, w_ih, w_hh, lengths, reverse, n_threads, clip_hidden, *arrays)
+            lstm.lstm_backward(x, w_ih, w_hh, w_hh_blocks, lengths, reverse, n_threads,
+                               clip_hidden, *arrays)
         return dx, dh0, dc0
 
 
@@ -100,7 +155,7 @@ class GRUCell:
     n_gates = 3
     has_cell_state = False
 
-    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, n_threads):
+    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan):
         n_steps, batch, hidden = x.shape[0] // h0.shape[0], h0.shape[0], h0.shape[1]
         gates = np.empty((n_steps, batch, 3 * hidden), dtype=x.dtype)
         hidden_n = np.empty((n_steps, batch, hidden), dtype=x.dtype)
@@ -108,7 +163,9 @@ class GRUCell:
         out = np.empty_like(hidden_n)
         h_n = np.empty_like(h0)
         buffers = (gates, hidden_n, h_prev, out, h_n)
-        inputs = (x, w_ih.T, _recurrent_weight(w_hh, n_steps), b_ih, b_hh, h0, lengths, reverse)
+        inputs = (x, w_ih.T, *_step_weights(w_hh, n_steps, batch, plan),
+                  b_ih, b_hh, h0, lengths, reverse)
+        n_threads = plan.threads
         if n_threads == 1:
             gru.gru_forward_serial(*inputs, *buffers)
         else:
@@ -116,16 +173,20 @@ class GRUCell:
         return out, h_n, None, (gates, hidden_n, h_prev)
 
     def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
-                 clip_hidden, n_threads, dw_ih, dw_hh, db_ih, db_hh):
+                 clip_hidden, plan, dw_ih, dw_hh, db_ih, db_hh):
         gates, hidden_n, h_prev = cache
         dx = np.empty_like(x)
         dh0 = np.empty_like(d_hn)
         arrays = (gates, hidden_n, h_prev, d_out, d_hn, np.empty_like(gates),
                   dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
+        w_hh_blocks = _backward_blocks(w_hh, d_out, plan)
+        n_threads = plan.threads
         if n_threads == 1:
-            gru.gru_backward_serial(x, w_ih, w_hh, lengths, reverse, clip_hidden, *arrays)
+            gru.gru_backward_serial(x, w_ih, w_hh, w_hh_blocks, lengths, reverse,
+                                 clip_hidden, *arrays)
         else:
-            gru.gru_backward(x, w_ih, w_hh, lengths, reverse, n_threads, clip_hidden, *arrays)
+            gru.gru_backward(x, w_ih, w_hh, w_hh_blocks, lengths, reverse, n_threads,
+                          clip_hidden, *arrays)
         return dx, dh0, None
 
 

@@ -5,9 +5,21 @@ fastrnn setting for its own duration (and restores the caller's in `finally`):
 a layer used from a worker thread uses the same count as from the main thread.
 
 Threading layer: unless NUMBA_THREADING_LAYER is set, fastrnn asks numba for TBB
-when the `tbb` package is installed (thread- and fork-safe), else for workqueue
-(fork-safe, sleeps rather than spins, so it degrades gracefully on a busy
-machine) ahead of GNU OpenMP (which aborts a forked child that uses it).
+when the `tbb` package is installed (thread- and fork-safe), else for OpenMP,
+else workqueue. A parallel region costs 1.5-3 us to start under OpenMP and about
+130 us under workqueue (measured on the 2-core development machine), which is
+more than a small call's whole time loop, so under workqueue fastrnn keeps to
+threaded BLAS (the "blas" strategy below).
+
+GNU OpenMP aborts a forked child that starts a parallel region once the parent
+has started its threads, so such a child runs fastrnn's single-threaded kernels
+(same results, one core). Its idle threads spin for GOMP_SPINCOUNT iterations
+before they sleep; the default kept a core busy for about 8 ms after every call,
+which slows any other threaded code in the process, so fastrnn starts the layer
+with 10000 (about 0.4 ms, enough to bridge the gaps between one call's parallel
+regions), unless the user set GOMP_SPINCOUNT or OMP_WAIT_POLICY; the
+environment is restored afterwards.
+
 workqueue must not be entered from two Python threads at once, so kernel calls
 are then serialised by a process-wide lock: several Python threads may share
 fastrnn safely, each call running on all of fastrnn's cores in turn.
@@ -16,16 +28,47 @@ fastrnn safely, each call running on all of fastrnn's cores in turn.
 import contextlib
 import os
 import threading
+from typing import NamedTuple
 
 import numba
 
 from . import _blas
 
 if not os.environ.get("NUMBA_THREADING_LAYER"):
-    numba.config.THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
+    numba.config.THREADING_LAYER_PRIORITY = ["tbb", "omp", "workqueue"]
 
 _THREAD_SAFE_LAYERS = ("tbb", "omp")
+_CHEAP_LAUNCH_LAYERS = ("tbb", "omp")
 _kernel_lock = threading.RLock()
+_SPIN_VARIABLE = "GOMP_SPINCOUNT"
+_SPIN_COUNT = "10000"
+_layer_name = None
+_forked_after_openmp = False
+
+
+def _layer():
+    """The threading layer, started on first use (see the module docstring)."""
+    global _layer_name
+    if _layer_name is None:
+        set_spin = _SPIN_VARIABLE not in os.environ and "OMP_WAIT_POLICY" not in os.environ
+        if set_spin:
+            os.environ[_SPIN_VARIABLE] = _SPIN_COUNT
+        try:
+            numba.get_num_threads()  # starts the layer's threads
+        finally:
+            if set_spin:
+                del os.environ[_SPIN_VARIABLE]
+        _layer_name = numba.threading_layer()
+    return _layer_name
+
+
+def _after_fork_in_child():
+    global _forked_after_openmp
+    if _layer_name == "omp":
+        _forked_after_openmp = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _ENV_VAR = "FASTRNN_NUM_THREADS"
 
@@ -83,67 +126,80 @@ SERIAL_WORK = 1 << 21
 SINGLE_THREAD_WORK = 1 << 24
 STEP_SPLIT_WORK = 1 << 20
 
-# Above it, two strategies: "blas" runs the single-threaded kernels with BLAS
-# threaded across fastrnn's threads; "batch" splits the batch across numba
-# threads, each calling single-threaded BLAS. Measured on the 2-core development
-# machine, "blas" was faster at every benchmark size (e.g. LSTM 35x64x256x256
-# training step 61 ms against 98 ms), so it is the default; FASTRNN_STRATEGY=batch
-# selects the other.
-STRATEGY = os.environ.get("FASTRNN_STRATEGY", "blas")
-if STRATEGY not in ("blas", "batch"):
-    raise ValueError(f"FASTRNN_STRATEGY must be 'blas' or 'batch', got {STRATEGY!r}")
+# Above it, three strategies. "batch" splits the batch across numba threads, each
+# running its rows' whole time loop with single-threaded BLAS: no thread waits for
+# another inside the time loop. "blas" runs the single-threaded kernels with BLAS
+# threaded across fastrnn's threads, so every per-step product is split and
+# joined. "auto" (the default) picks "batch" where BLAS has small-matrix kernels
+# (_blas.small_matrix_kernels: the per-step products then run in blocks at near
+# peak on each thread; measured on the 2-core development machine, e.g. LSTM
+# 50x32x64x128 forward per-step product 36 -> 23 us), else "blas" (without them
+# a single-threaded per-step product ran 1.6x slower than a split one).
+# FASTRNN_STRATEGY=blas or =batch forces one.
+STRATEGY = os.environ.get("FASTRNN_STRATEGY", "auto")
+if STRATEGY not in ("auto", "blas", "batch"):
+    raise ValueError(f"FASTRNN_STRATEGY must be 'auto', 'blas' or 'batch', got {STRATEGY!r}")
 
 
-_UNTOUCHED = contextlib.nullcontext(1)
+class Plan(NamedTuple):
+    """How a call's kernels run: `threads` batch slices (1: the single-threaded
+    kernels), and whether BLAS runs single-threaded, so that per-step products
+    may be split into small-matrix blocks (`blocked`)."""
+    threads: int
+    blocked: bool
 
 
-def kernel_threads(work=None, step_work=None):
-    """Apply fastrnn's thread settings for the body (see STRATEGY).
+_UNTOUCHED = contextlib.nullcontext(Plan(1, _blas.small_matrix_kernels))
+
+
+def kernel_threads(work=None, step_work=None, batch=None):
+    """Apply fastrnn's thread settings for the body (see STRATEGY); yields a Plan.
 
     `work` is the call's multiply-adds, `step_work` those of one step's recurrent
-    product. Yields how many threads the kernels split the batch across: fastrnn's
-    count under the "batch" strategy, else 1 (the single-threaded kernels, with
-    BLAS threaded, or on one thread for a call too small to be worth splitting).
+    product, `batch` the rows the batch strategy may split.
     """
     if work is not None and work < SERIAL_WORK:
         return _UNTOUCHED  # a plain object: streaming calls skip the generator's cost
-    return _applied_threads(work, step_work)
+    return _applied_threads(work, step_work, batch)
+
+
+def _batch_split(batch):
+    threads = _num_threads if batch is None else min(_num_threads, batch)
+    if threads < 2 or not _blas.controllable or _forked_after_openmp:
+        return 1
+    if STRATEGY == "batch":
+        return threads
+    if STRATEGY == "auto" and _blas.small_matrix_kernels and _layer() in _CHEAP_LAUNCH_LAYERS:
+        return threads
+    return 1
 
 
 @contextlib.contextmanager
-def _applied_threads(work, step_work):
-    if (work is not None and work < SINGLE_THREAD_WORK
-            or step_work is not None and step_work < STEP_SPLIT_WORK):
-        with _blas.limited(1):
-            yield 1
+def _applied_threads(work, step_work, batch):
+    threads = _batch_split(batch)
+    if threads == 1:
+        small = (work is not None and work < SINGLE_THREAD_WORK
+                 or step_work is not None and step_work < STEP_SPLIT_WORK)
+        blas_threads = 1 if small else _num_threads
+        with _blas.limited(blas_threads):
+            yield Plan(1, blas_threads == 1 and _blas.small_matrix_kernels)
         return
-    if STRATEGY == "blas" or not _blas.controllable:
-        with _blas.limited(_num_threads):
-            yield 1
-        return
-    threads = _num_threads
     with _serialised(), _blas.limited(1):
+        plan = Plan(threads, _blas.small_matrix_kernels)
         previous = numba.get_num_threads()
         if previous == threads:
-            yield threads
+            yield plan
             return
         numba.set_num_threads(threads)
         try:
-            yield threads
+            yield plan
         finally:
             numba.set_num_threads(previous)
 
 
-def _layer_is_thread_safe():
-    try:
-        return numba.threading_layer() in _THREAD_SAFE_LAYERS
-    except ValueError:  # no parallel kernel has run yet: the layer is not chosen
-        return False
-
-
 @contextlib.contextmanager
 def _serialised():
-    if _layer_is_thread_safe():
+    if _layer() in _THREAD_SAFE_LAYERS:
         yield
         return
     with _kernel_lock:

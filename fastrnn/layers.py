@@ -238,8 +238,8 @@ class _RecurrentLayer:
         c_n = np.empty_like(h0) if self._cell.has_cell_state else None
         layer_inputs, caches, masks = [], [], []
         layer_input = x.reshape(n_steps * batch, -1)
-        with _threads.kernel_threads(self._work(n_steps, batch), self._step_work(batch)) \
-                as threads:
+        with _threads.kernel_threads(self._work(n_steps, batch), self._step_work(batch),
+                                    batch) as plan:
             for layer in range(self.num_layers):
                 outputs = []
                 for direction in range(self.num_directions):
@@ -248,7 +248,7 @@ class _RecurrentLayer:
                     c0_row = c0[row] if c_n is not None else None
                     out, h_last, c_last, cache = self._cell.forward(
                         layer_input, w_ih, w_hh, b_ih, b_hh, h0[row], c0_row, lengths,
-                        bool(direction), threads)
+                        bool(direction), plan)
                     h_n[row] = h_last
                     if c_n is not None:
                         c_n[row] = c_last
@@ -328,8 +328,8 @@ class _RecurrentLayer:
         dc0 = np.empty_like(d_hn) if has_c else None
         clip_hidden = np.inf if clip_hidden is None else clip_hidden
         d_layer_out = d_out
-        with _threads.kernel_threads(2 * self._work(n_steps, batch), self._step_work(batch)) \
-                as threads:
+        with _threads.kernel_threads(2 * self._work(n_steps, batch), self._step_work(batch),
+                                    batch) as plan:
             for layer in reversed(range(self.num_layers)):
                 layer_input = cache["layer_inputs"][layer]
                 d_input = None
@@ -341,7 +341,7 @@ class _RecurrentLayer:
                     dx, dh, dc = self._cell.backward(
                         cache["caches"][row], layer_input, w_ih, w_hh, lengths,
                         bool(direction), np.ascontiguousarray(d_out_dir), d_hn[row],
-                        d_cn[row] if has_c else None, clip_hidden, threads,
+                        d_cn[row] if has_c else None, clip_hidden, plan,
                         dw_ih, dw_hh, db_ih, db_hh)
                     dh0[row] = dh
                     if has_c:

@@ -1,6 +1,9 @@
 """The multi-threaded kernels (batch slices per thread, row-split GEMMs; the "batch"
-strategy) agree with the single-threaded ones. Small shapes and the default "blas"
-strategy take the single-threaded kernels, so these tests force each path."""
+strategy) agree with the single-threaded ones, and the strategy is chosen as
+documented. Small shapes and the "blas" strategy take the single-threaded
+kernels, so these tests force each path."""
+
+import contextlib
 
 import numpy as np
 import pytest
@@ -62,14 +65,15 @@ def test_blas_threads_follow_problem_size(work, step_work, blas_threads, monkeyp
     fastrnn.set_num_threads(2)
     try:
         with _threads.kernel_threads(work, step_work) as kernel_threads:
-            assert kernel_threads == 1
+            assert kernel_threads.threads == 1
             assert _blas._get_threads() == blas_threads
     finally:
         fastrnn.set_num_threads(threads_before)
     assert _blas._get_threads() == blas_before
 
 
-@pytest.mark.parametrize("value, ok", [("batch", True), ("blas", True), ("threads", False)])
+@pytest.mark.parametrize("value, ok", [("auto", True), ("batch", True), ("blas", True),
+                                       ("threads", False)])
 def test_strategy_environment_variable(value, ok):
     import os
     import subprocess
@@ -85,4 +89,45 @@ def test_strategy_environment_variable(value, ok):
     if ok:
         assert result.stdout.strip() == value
     else:
-        assert "FASTRNN_STRATEGY must be 'blas' or 'batch'" in result.stderr
+        assert "FASTRNN_STRATEGY must be 'auto', 'blas' or 'batch'" in result.stderr
+
+
+@pytest.mark.parametrize("small_kernels, layer, batch, split", [
+    (True, "omp", 64, 2), (True, "tbb", 64, 2), (True, "omp", 1, 1),
+    (True, "workqueue", 64, 1), (False, "omp", 64, 1),
+])
+def test_auto_strategy_splits_the_batch_where_products_run_blocked(
+        small_kernels, layer, batch, split, monkeypatch):
+    """"auto" splits the batch (BLAS on one thread, blocked products) only with
+    small-matrix BLAS kernels and a threading layer that starts regions cheaply."""
+    from fastrnn import _blas
+
+    if not _blas.controllable or _threads._max_threads() < 2:
+        pytest.skip("needs a controllable BLAS and two cores")
+    monkeypatch.setattr(_threads, "STRATEGY", "auto")
+    monkeypatch.setattr(_blas, "small_matrix_kernels", small_kernels)
+    monkeypatch.setattr(_threads, "_layer", lambda: layer)
+    monkeypatch.setattr(_threads, "_serialised", contextlib.nullcontext)
+    threads_before = fastrnn.get_num_threads()
+    fastrnn.set_num_threads(2)
+    try:
+        big = _threads.SINGLE_THREAD_WORK
+        with _threads.kernel_threads(big, _threads.STEP_SPLIT_WORK, batch) as plan:
+            assert plan.threads == split
+            assert plan.blocked == (split == 2)
+            assert _blas._get_threads() == (1 if split == 2 else 2)
+    finally:
+        fastrnn.set_num_threads(threads_before)
+
+
+def test_forked_child_of_an_openmp_parent_runs_single_threaded(monkeypatch):
+    """GNU OpenMP aborts a forked child that starts a parallel region: such a child
+    gets the single-threaded kernels, whatever the strategy."""
+    monkeypatch.setattr(_threads, "_forked_after_openmp", True)
+    for strategy in ("auto", "batch"):
+        monkeypatch.setattr(_threads, "STRATEGY", strategy)
+        assert _threads._batch_split(64) == 1
+    monkeypatch.setattr(_threads, "_layer_name", "omp")
+    monkeypatch.setattr(_threads, "_forked_after_openmp", False)
+    _threads._after_fork_in_child()
+    assert _threads._forked_after_openmp

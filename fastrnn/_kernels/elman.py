@@ -13,6 +13,8 @@ from .sequence import (
     accumulate_param_grads,
     accumulate_param_grads_parallel,
     batch_chunks,
+    block_scratch,
+    blocked_product,
     chunk_bounds,
     clamp,
     product_scratch,
@@ -23,17 +25,17 @@ from .sequence import (
 
 
 @kernel
-def _forward_rows(start, stop, w_hh_t, bias, h0, lengths, reverse, use_relu,
+def _forward_rows(start, stop, w_hh_t, w_blocks, bias, h0, lengths, reverse, use_relu,
                   gates, h_prev, out, h_n):
     n_steps = gates.shape[0]
     hidden = h0.shape[1]
     h = h0[start:stop].copy()
     recurrent = np.empty_like(h)
-    h_t, recurrent_t = product_scratch(h, hidden)
+    scratch = product_scratch(h, hidden, w_blocks)
     for step in range(n_steps):
         t = time_index(step, n_steps, reverse)
         h_prev[t, start:stop] = h
-        recurrent_product(h, w_hh_t, recurrent, h_t, recurrent_t)
+        recurrent_product(h, w_hh_t, w_blocks, recurrent, scratch)
         for row in range(stop - start):
             b = start + row
             if t >= lengths[b]:
@@ -52,7 +54,7 @@ def _forward_rows(start, stop, w_hh_t, bias, h0, lengths, reverse, use_relu,
 
 
 @parallel_kernel
-def elman_forward(x, w_ih_t, w_hh_t, bias, h0, lengths, reverse, use_relu, n_threads,
+def elman_forward(x, w_ih_t, w_hh_t, w_blocks, bias, h0, lengths, reverse, use_relu, n_threads,
                   gates, h_prev, out, h_n):
     """Forward over the whole sequence; bias = b_ih + b_hh (H,)."""
     n_steps, batch, width = gates.shape
@@ -61,12 +63,12 @@ def elman_forward(x, w_ih_t, w_hh_t, bias, h0, lengths, reverse, use_relu, n_thr
     n_chunks = batch_chunks(n_threads, batch)
     for chunk in prange(n_chunks):
         start, stop = chunk_bounds(chunk, n_chunks, batch)
-        _forward_rows(start, stop, w_hh_t, bias, h0, lengths, reverse, use_relu,
+        _forward_rows(start, stop, w_hh_t, w_blocks, bias, h0, lengths, reverse, use_relu,
                       gates, h_prev, out, h_n)
 
 
 @kernel
-def _backward_rows(start, stop, w_hh, lengths, reverse, use_relu, clip_hidden,
+def _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, use_relu, clip_hidden,
                    gates, d_out, d_hn, d_gates, dh0):
     n_steps = gates.shape[0]
     one = np.ones(1, dtype=gates.dtype)[0]  # keeps float32 arithmetic in float32
@@ -74,6 +76,7 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, use_relu, clip_hidden,
     hidden = d_hn.shape[1]
     dh = d_hn[start:stop].copy()
     recurrent = np.empty_like(dh)
+    block_out = block_scratch(stop - start, w_hh_blocks)
     for back_step in range(n_steps):
         t = time_index(n_steps - 1 - back_step, n_steps, reverse)
         for row in range(stop - start):
@@ -88,7 +91,7 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, use_relu, clip_hidden,
                     d_gates[t, b, j] = dh_total if h_new > 0.0 else 0.0
                 else:
                     d_gates[t, b, j] = dh_total * (one - h_new * h_new)
-        np.dot(d_gates[t, start:stop], w_hh, recurrent)
+        blocked_product(d_gates[t, start:stop], w_hh, w_hh_blocks, recurrent, block_out)
         for row in range(stop - start):
             if t < lengths[start + row]:
                 dh[row] = recurrent[row]
@@ -96,14 +99,14 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, use_relu, clip_hidden,
 
 
 @parallel_kernel
-def elman_backward(x, w_ih, w_hh, lengths, reverse, use_relu, n_threads, clip_hidden,
+def elman_backward(x, w_ih, w_hh, w_hh_blocks, lengths, reverse, use_relu, n_threads, clip_hidden,
                    gates, h_prev, d_out, d_hn, d_gates, dx, dh0, dw_ih, dw_hh, db_ih, db_hh):
     """BPTT over the whole sequence; parameter gradients are accumulated."""
     n_steps, batch, width = gates.shape
     n_chunks = batch_chunks(n_threads, batch)
     for chunk in prange(n_chunks):
         start, stop = chunk_bounds(chunk, n_chunks, batch)
-        _backward_rows(start, stop, w_hh, lengths, reverse, use_relu, clip_hidden,
+        _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, use_relu, clip_hidden,
                        gates, d_out, d_hn, d_gates, dh0)
     d_gates_2d = d_gates.reshape(n_steps * batch, width)
     rows_dot(d_gates_2d, w_ih, dx, n_threads)
@@ -115,20 +118,20 @@ def elman_backward(x, w_ih, w_hh, lengths, reverse, use_relu, n_threads, clip_hi
 # Single-threaded variants: the same arithmetic without a parallel region, whose
 # launch costs more than a small problem's whole time loop (and streaming calls).
 @kernel
-def elman_forward_serial(x, w_ih_t, w_hh_t, bias, h0, lengths, reverse, use_relu,
+def elman_forward_serial(x, w_ih_t, w_hh_t, w_blocks, bias, h0, lengths, reverse, use_relu,
                          gates, h_prev, out, h_n):
     n_steps, batch, width = gates.shape
     np.dot(x, w_ih_t, gates.reshape(n_steps * batch, width))
-    _forward_rows(0, gates.shape[1], w_hh_t, bias, h0, lengths, reverse, use_relu,
+    _forward_rows(0, gates.shape[1], w_hh_t, w_blocks, bias, h0, lengths, reverse, use_relu,
                   gates, h_prev, out, h_n)
 
 
 @kernel
-def elman_backward_serial(x, w_ih, w_hh, lengths, reverse, use_relu, clip_hidden,
+def elman_backward_serial(x, w_ih, w_hh, w_hh_blocks, lengths, reverse, use_relu, clip_hidden,
                           gates, h_prev, d_out, d_hn, d_gates, dx, dh0, dw_ih, dw_hh, db_ih,
                           db_hh):
     n_steps, batch, width = gates.shape
-    _backward_rows(0, gates.shape[1], w_hh, lengths, reverse, use_relu, clip_hidden,
+    _backward_rows(0, gates.shape[1], w_hh, w_hh_blocks, lengths, reverse, use_relu, clip_hidden,
                    gates, d_out, d_hn, d_gates, dh0)
     d_gates_2d = d_gates.reshape(n_steps * batch, width)
     np.dot(d_gates_2d, w_ih, dx)

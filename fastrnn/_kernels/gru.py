@@ -19,6 +19,8 @@ from .sequence import (
     accumulate_param_grads,
     accumulate_param_grads_parallel,
     batch_chunks,
+    block_scratch,
+    blocked_product,
     chunk_bounds,
     clamp,
     product_scratch,
@@ -29,18 +31,18 @@ from .sequence import (
 
 
 @kernel
-def _forward_rows(start, stop, w_hh_t, b_ih, b_hh, h0, lengths, reverse,
+def _forward_rows(start, stop, w_hh_t, w_blocks, b_ih, b_hh, h0, lengths, reverse,
                   gates, hidden_n, h_prev, out, h_n):
     n_steps = gates.shape[0]
     one = np.ones(1, dtype=gates.dtype)[0]  # keeps float32 arithmetic in float32
     hidden = h0.shape[1]
     h = h0[start:stop].copy()
     recurrent = np.empty((stop - start, 3 * hidden), dtype=gates.dtype)
-    h_t, recurrent_t = product_scratch(h, 3 * hidden)
+    scratch = product_scratch(h, 3 * hidden, w_blocks)
     for step in range(n_steps):
         t = time_index(step, n_steps, reverse)
         h_prev[t, start:stop] = h
-        recurrent_product(h, w_hh_t, recurrent, h_t, recurrent_t)
+        recurrent_product(h, w_hh_t, w_blocks, recurrent, scratch)
         for row in range(stop - start):
             b = start + row
             if t >= lengths[b]:
@@ -62,7 +64,7 @@ def _forward_rows(start, stop, w_hh_t, b_ih, b_hh, h0, lengths, reverse,
 
 
 @parallel_kernel
-def gru_forward(x, w_ih_t, w_hh_t, b_ih, b_hh, h0, lengths, reverse, n_threads,
+def gru_forward(x, w_ih_t, w_hh_t, w_blocks, b_ih, b_hh, h0, lengths, reverse, n_threads,
                 gates, hidden_n, h_prev, out, h_n):
     """Forward over the whole sequence."""
     n_steps, batch, width = gates.shape
@@ -71,12 +73,12 @@ def gru_forward(x, w_ih_t, w_hh_t, b_ih, b_hh, h0, lengths, reverse, n_threads,
     n_chunks = batch_chunks(n_threads, batch)
     for chunk in prange(n_chunks):
         start, stop = chunk_bounds(chunk, n_chunks, batch)
-        _forward_rows(start, stop, w_hh_t, b_ih, b_hh, h0, lengths, reverse,
+        _forward_rows(start, stop, w_hh_t, w_blocks, b_ih, b_hh, h0, lengths, reverse,
                       gates, hidden_n, h_prev, out, h_n)
 
 
 @kernel
-def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
+def _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, clip_hidden,
                    gates, hidden_n, h_prev, d_out, d_hn, d_gates, dh0):
     n_steps = gates.shape[0]
     hidden = d_hn.shape[1]
@@ -84,6 +86,7 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
     bound = np.full(1, clip_hidden, dtype=gates.dtype)[0]
     dh = d_hn[start:stop].copy()
     recurrent = np.empty_like(dh)
+    block_out = block_scratch(stop - start, w_hh_blocks)
     # Gradient of this slice's recurrent pre-activations at one step; only the
     # input-side gradients (d_gates) are kept for the whole sequence.
     d_hidden_gates = np.zeros((stop - start, 3 * hidden), dtype=gates.dtype)
@@ -115,7 +118,7 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
                 d_gates[t, b, j] = d_pre_r
                 d_hidden_gates[row, j] = d_pre_r
                 d_hidden_gates[row, 2 * hidden + j] = d_pre_n * r_gate
-        np.dot(d_hidden_gates, w_hh, recurrent)
+        blocked_product(d_hidden_gates, w_hh, w_hh_blocks, recurrent, block_out)
         for row in range(stop - start):
             if t < lengths[start + row]:
                 dh[row] += recurrent[row]
@@ -135,7 +138,7 @@ def _to_hidden_gate_grads(d_gates, gates):
 
 
 @parallel_kernel
-def gru_backward(x, w_ih, w_hh, lengths, reverse, n_threads, clip_hidden,
+def gru_backward(x, w_ih, w_hh, w_hh_blocks, lengths, reverse, n_threads, clip_hidden,
                  gates, hidden_n, h_prev, d_out, d_hn, d_gates,
                  dx, dh0, dw_ih, dw_hh, db_ih, db_hh):
     """BPTT over the whole sequence; parameter gradients are accumulated.
@@ -146,7 +149,7 @@ def gru_backward(x, w_ih, w_hh, lengths, reverse, n_threads, clip_hidden,
     n_chunks = batch_chunks(n_threads, batch)
     for chunk in prange(n_chunks):
         start, stop = chunk_bounds(chunk, n_chunks, batch)
-        _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
+        _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, clip_hidden,
                        gates, hidden_n, h_prev, d_out, d_hn, d_gates, dh0)
     d_gates_2d = d_gates.reshape(n_steps * batch, width)
     rows_dot(d_gates_2d, w_ih, dx, n_threads)
@@ -159,20 +162,20 @@ def gru_backward(x, w_ih, w_hh, lengths, reverse, n_threads, clip_hidden,
 # Single-threaded variants: the same arithmetic without a parallel region, whose
 # launch costs more than a small problem's whole time loop (and streaming calls).
 @kernel
-def gru_forward_serial(x, w_ih_t, w_hh_t, b_ih, b_hh, h0, lengths, reverse,
+def gru_forward_serial(x, w_ih_t, w_hh_t, w_blocks, b_ih, b_hh, h0, lengths, reverse,
                        gates, hidden_n, h_prev, out, h_n):
     n_steps, batch, width = gates.shape
     np.dot(x, w_ih_t, gates.reshape(n_steps * batch, width))
-    _forward_rows(0, gates.shape[1], w_hh_t, b_ih, b_hh, h0, lengths, reverse,
+    _forward_rows(0, gates.shape[1], w_hh_t, w_blocks, b_ih, b_hh, h0, lengths, reverse,
                   gates, hidden_n, h_prev, out, h_n)
 
 
 @kernel
-def gru_backward_serial(x, w_ih, w_hh, lengths, reverse, clip_hidden,
+def gru_backward_serial(x, w_ih, w_hh, w_hh_blocks, lengths, reverse, clip_hidden,
                         gates, hidden_n, h_prev, d_out, d_hn, d_gates,
                         dx, dh0, dw_ih, dw_hh, db_ih, db_hh):
     n_steps, batch, width = gates.shape
-    _backward_rows(0, gates.shape[1], w_hh, lengths, reverse, clip_hidden,
+    _backward_rows(0, gates.shape[1], w_hh, w_hh_blocks, lengths, reverse, clip_hidden,
                    gates, hidden_n, h_prev, d_out, d_hn, d_gates, dh0)
     d_gates_2d = d_gates.reshape(n_steps * batch, width)
     np.dot(d_gates_2d, w_ih, dx)

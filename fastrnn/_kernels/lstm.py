@@ -19,6 +19,8 @@ from .sequence import (
     accumulate_param_grads,
     accumulate_param_grads_parallel,
     batch_chunks,
+    block_scratch,
+    blocked_product,
     chunk_bounds,
     clamp,
     product_scratch,
@@ -29,7 +31,7 @@ from .sequence import (
 
 
 @kernel
-def _forward_rows(start, stop, w_hh_t, bias, h0, c0, lengths, reverse,
+def _forward_rows(start, stop, w_hh_t, w_blocks, bias, h0, c0, lengths, reverse,
                   gates, h_prev, c_prev, tanh_c, out, h_n, c_n):
     # Elements are indexed directly rather than through per-row views: each view
     # costs reference counting, which at small H cost more than the arithmetic.
@@ -38,12 +40,12 @@ def _forward_rows(start, stop, w_hh_t, bias, h0, c0, lengths, reverse,
     h = h0[start:stop].copy()
     c = c0[start:stop].copy()
     recurrent = np.empty((stop - start, 4 * hidden), dtype=gates.dtype)
-    h_t, recurrent_t = product_scratch(h, 4 * hidden)
+    scratch = product_scratch(h, 4 * hidden, w_blocks)
     for step in range(n_steps):
         t = time_index(step, n_steps, reverse)
         h_prev[t, start:stop] = h
         c_prev[t, start:stop] = c
-        recurrent_product(h, w_hh_t, recurrent, h_t, recurrent_t)
+        recurrent_product(h, w_hh_t, w_blocks, recurrent, scratch)
         for row in range(stop - start):
             b = start + row
             if t >= lengths[b]:
@@ -67,7 +69,7 @@ def _forward_rows(start, stop, w_hh_t, bias, h0, c0, lengths, reverse,
 
 
 @parallel_kernel
-def lstm_forward(x, w_ih_t, w_hh_t, bias, h0, c0, lengths, reverse, n_threads,
+def lstm_forward(x, w_ih_t, w_hh_t, w_blocks, bias, h0, c0, lengths, reverse, n_threads,
                  gates, h_prev, c_prev, tanh_c, out, h_n, c_n):
     """Forward over the whole sequence; bias = b_ih + b_hh (4H,)."""
     n_steps, batch, width = gates.shape
@@ -76,12 +78,12 @@ def lstm_forward(x, w_ih_t, w_hh_t, bias, h0, c0, lengths, reverse, n_threads,
     n_chunks = batch_chunks(n_threads, batch)
     for chunk in prange(n_chunks):
         start, stop = chunk_bounds(chunk, n_chunks, batch)
-        _forward_rows(start, stop, w_hh_t, bias, h0, c0, lengths, reverse,
+        _forward_rows(start, stop, w_hh_t, w_blocks, bias, h0, c0, lengths, reverse,
                       gates, h_prev, c_prev, tanh_c, out, h_n, c_n)
 
 
 @kernel
-def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
+def _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, clip_hidden,
                    gates, c_prev, tanh_c, d_out, d_hn, d_cn, d_gates, dh0, dc0):
     n_steps = gates.shape[0]
     one = np.ones(1, dtype=gates.dtype)[0]  # keeps float32 arithmetic in float32
@@ -90,6 +92,7 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
     dh = d_hn[start:stop].copy()
     dc = d_cn[start:stop].copy()
     recurrent = np.empty_like(dh)
+    block_out = block_scratch(stop - start, w_hh_blocks)
     d_state = np.empty(hidden, dtype=gates.dtype)
     for back_step in range(n_steps):
         t = time_index(n_steps - 1 - back_step, n_steps, reverse)
@@ -118,7 +121,7 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
                 d_gates[t, b, hidden + j] = d_state[j] * c_prev[t, b, j] * f_gate * (one - f_gate)
                 dc[row, j] = d_state[j] * f_gate
         # dh_{t-1} = dG_t W_hh; padded rows have dG = 0 and keep their dh.
-        np.dot(d_gates[t, start:stop], w_hh, recurrent)
+        blocked_product(d_gates[t, start:stop], w_hh, w_hh_blocks, recurrent, block_out)
         for row in range(stop - start):
             if t < lengths[start + row]:
                 dh[row] = recurrent[row]
@@ -127,7 +130,7 @@ def _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
 
 
 @parallel_kernel
-def lstm_backward(x, w_ih, w_hh, lengths, reverse, n_threads, clip_hidden,
+def lstm_backward(x, w_ih, w_hh, w_hh_blocks, lengths, reverse, n_threads, clip_hidden,
                   gates, h_prev, c_prev, tanh_c, d_out, d_hn, d_cn,
                   d_gates, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh):
     """BPTT over the whole sequence; parameter gradients are accumulated."""
@@ -135,7 +138,7 @@ def lstm_backward(x, w_ih, w_hh, lengths, reverse, n_threads, clip_hidden,
     n_chunks = batch_chunks(n_threads, batch)
     for chunk in prange(n_chunks):
         start, stop = chunk_bounds(chunk, n_chunks, batch)
-        _backward_rows(start, stop, w_hh, lengths, reverse, clip_hidden,
+        _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, clip_hidden,
                        gates, c_prev, tanh_c, d_out, d_hn, d_cn, d_gates, dh0, dc0)
     d_gates_2d = d_gates.reshape(n_steps * batch, width)
     rows_dot(d_gates_2d, w_ih, dx, n_threads)
@@ -147,20 +150,20 @@ def lstm_backward(x, w_ih, w_hh, lengths, reverse, n_threads, clip_hidden,
 # Single-threaded variants: the same arithmetic without a parallel region, whose
 # launch costs more than a small problem's whole time loop (and streaming calls).
 @kernel
-def lstm_forward_serial(x, w_ih_t, w_hh_t, bias, h0, c0, lengths, reverse,
+def lstm_forward_serial(x, w_ih_t, w_hh_t, w_blocks, bias, h0, c0, lengths, reverse,
                         gates, h_prev, c_prev, tanh_c, out, h_n, c_n):
     n_steps, batch, width = gates.shape
     np.dot(x, w_ih_t, gates.reshape(n_steps * batch, width))
-    _forward_rows(0, gates.shape[1], w_hh_t, bias, h0, c0, lengths, reverse,
+    _forward_rows(0, gates.shape[1], w_hh_t, w_blocks, bias, h0, c0, lengths, reverse,
                   gates, h_prev, c_prev, tanh_c, out, h_n, c_n)
 
 
 @kernel
-def lstm_backward_serial(x, w_ih, w_hh, lengths, reverse, clip_hidden,
+def lstm_backward_serial(x, w_ih, w_hh, w_hh_blocks, lengths, reverse, clip_hidden,
                          gates, h_prev, c_prev, tanh_c, d_out, d_hn, d_cn,
                          d_gates, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh):
     n_steps, batch, width = gates.shape
-    _backward_rows(0, gates.shape[1], w_hh, lengths, reverse, clip_hidden,
+    _backward_rows(0, gates.shape[1], w_hh, w_hh_blocks, lengths, reverse, clip_hidden,
                    gates, c_prev, tanh_c, d_out, d_hn, d_cn, d_gates, dh0, dc0)
     d_gates_2d = d_gates.reshape(n_steps * batch, width)
     np.dot(d_gates_2d, w_ih, dx)

@@ -37,26 +37,64 @@ def transpose_into(src, dst):
 
 
 @kernel
-def product_scratch(h, width):
-    """Scratch for recurrent_product, (H, B) and (G, B): empty unless the batch is
-    small against a large hidden size. There h @ W_hh^T makes BLAS repack the
-    whole weight every step; (W_hh h^T)^T does not, and ran 1.7x faster with its
-    transposes included for (16, 1024) x (1024, 4096)."""
+def product_scratch(h, width, w_blocks):
+    """Scratch for recurrent_product: (H, B) and (G, B) for the weight-major
+    product, which is used only without blocks and for a batch small against a
+    large hidden size (there h @ W_hh^T makes BLAS repack the whole weight every
+    step; (W_hh h^T)^T does not, and ran 1.7x faster with its transposes included
+    for (16, 1024) x (1024, 4096)); and block_scratch's buffer."""
     rows, hidden = h.shape
-    if rows * 16 <= hidden and hidden >= 512:
-        return np.empty((hidden, rows), dtype=h.dtype), np.empty((width, rows), dtype=h.dtype)
-    return np.empty((0, rows), dtype=h.dtype), np.empty((0, rows), dtype=h.dtype)
+    block_out = block_scratch(rows, w_blocks)
+    if w_blocks.shape[0] == 0 and rows * 16 <= hidden and hidden >= 512:
+        return (np.empty((hidden, rows), dtype=h.dtype), np.empty((width, rows), dtype=h.dtype),
+                block_out)
+    return np.empty((0, rows), dtype=h.dtype), np.empty((0, rows), dtype=h.dtype), block_out
 
 
 @kernel
-def recurrent_product(h, w_hh_t, out, h_t, out_t):
-    """out = h @ w_hh_t, weight-major through the product_scratch buffers if given."""
+def recurrent_product(h, w_hh_t, w_blocks, out, scratch):
+    """out = h @ w_hh_t: blocked, weight-major or plain (see product_scratch)."""
+    h_t, out_t, block_out = scratch
     if out_t.shape[0] == 0:
-        np.dot(h, w_hh_t, out)
+        blocked_product(h, w_hh_t, w_blocks, out, block_out)
         return
     transpose_into(h, h_t)
     np.dot(w_hh_t.T, h_t, out_t)
     transpose_into(out_t, out)
+
+
+@kernel
+def block_scratch(rows, w_blocks):
+    """Scratch (n, rows, d) for blocked_product; empty unless there are 2+ blocks."""
+    if w_blocks.shape[0] > 1:
+        return np.empty((w_blocks.shape[0], rows, w_blocks.shape[2]), dtype=w_blocks.dtype)
+    return np.empty((0, rows, 0), dtype=w_blocks.dtype)
+
+
+@kernel
+def blocked_product(a, w, w_blocks, out, block_out):
+    """out = a @ w, through w_blocks (n, K, d), w's columns in n contiguous blocks,
+    unless that is empty.
+
+    Each block's product is small enough (rows * K * d <= 1e6) for OpenBLAS's
+    small-matrix kernels, which skip packing the weight; a packed GEMM repacks
+    the whole weight on every step (per-step products 1.5-3x faster blocked).
+    """
+    n_blocks = w_blocks.shape[0]
+    if n_blocks == 0:
+        np.dot(a, w, out)
+        return
+    if n_blocks == 1:
+        np.dot(a, w_blocks[0], out)
+        return
+    rows = a.shape[0]
+    width = w_blocks.shape[2]
+    for block in range(n_blocks):
+        np.dot(a, w_blocks[block], block_out[block])
+        base = block * width
+        for row in range(rows):
+            for j in range(width):
+                out[row, base + j] = block_out[block, row, j]
 
 
 @kernel
