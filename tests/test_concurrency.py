@@ -130,54 +130,14 @@ _IDLE_CPU_SCRIPT = """
 import os, resource, time
 import numpy as np
 import fastrnn
-assert os.environ.get("OPENBLAS_THREAD_TIMEOUT") == {expected_env!r}
 fastrnn.set_num_threads(2)
-layer = fastrnn.LSTM(256, 256, dtype=np.float32, seed=0)
-x = np.random.default_rng(0).standard_normal((10, 64, 256)).astype(np.float32)
-for _ in range(2):
-    out, _ = layer(x)
-    layer.backward(np.ones_like(out))
-usage = resource.getrusage(resource.RUSAGE_SELF)
-before = usage.ru_utime + usage.ru_stime
-time.sleep(0.3)
-usage = resource.getrusage(resource.RUSAGE_SELF)
-print(usage.ru_utime + usage.ru_stime - before)
-"""
-
-
-@pytest.mark.parametrize("user_timeout", [None, "28"])
-def test_blas_threads_go_idle_after_a_call(user_timeout):
-    """BLAS workers stop spinning soon after a call, so other libraries in the process
-    get the cores back; a timeout the user set is left as it is."""
-    if fastrnn._threads._max_threads() < 2:
-        pytest.skip("needs two cores for a multi-threaded BLAS call")
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
-    env["FASTRNN_STRATEGY"] = "blas"  # BLAS threaded across the cores
-    if user_timeout is not None:
-        env["OPENBLAS_THREAD_TIMEOUT"] = user_timeout
-    tests = os.path.dirname(os.path.abspath(__file__))
-    env["PYTHONPATH"] = os.path.dirname(tests) + os.pathsep + env.get("PYTHONPATH", "")
-    script = _IDLE_CPU_SCRIPT.format(expected_env=user_timeout)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=600, env=env)
-    assert result.returncode == 0, result.stderr
-    idle_cpu_seconds = float(result.stdout.strip().splitlines()[-1])
-    if user_timeout is None:
-        assert idle_cpu_seconds < 0.03
-    else:  # OpenBLAS's own default: a worker spins for about 0.1 s
-        assert idle_cpu_seconds > 0.03
-
-
-_IDLE_LAYER_SCRIPT = """
-import resource, time
-import numpy as np
-import fastrnn
-fastrnn.set_num_threads(2)
-layer = fastrnn.LSTM(64, 64, dtype=np.float32, seed=0)
-x = np.random.default_rng(0).standard_normal((20, 16, 64)).astype(np.float32)
+layer = fastrnn.LSTM({size}, {size}, dtype=np.float32, seed=0)
+x = np.random.default_rng(0).standard_normal((10, 64, {size})).astype(np.float32)
 for _ in range(3):
     out, _ = layer(x)
     layer.backward(np.ones_like(out))
+for name in {names!r}:  # fastrnn restores the variables it sets while loading
+    assert os.environ.get(name) == {expected!r}[name], name
 print(fastrnn._threads._layer_name)
 usage = resource.getrusage(resource.RUSAGE_SELF)
 before = usage.ru_utime + usage.ru_stime
@@ -187,26 +147,47 @@ print(usage.ru_utime + usage.ru_stime - before)
 """
 
 
+def _idle_cpu_after_calls(strategy, size, variables):
+    """(threading layer, CPU seconds the process burns in 0.3 s of sleep after a few
+    training steps) in a fresh interpreter with the given environment variables
+    (None: unset)."""
+    if fastrnn._threads._max_threads() < 2:
+        pytest.skip("needs two cores for multi-threaded calls")
+    env = dict(os.environ, FASTRNN_STRATEGY=strategy)
+    for name, value in variables.items():
+        env.pop(name, None)
+        if value is not None:
+            env[name] = value
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env["PYTHONPATH"] = os.path.dirname(tests) + os.pathsep + env.get("PYTHONPATH", "")
+    script = _IDLE_CPU_SCRIPT.format(size=size, names=list(variables), expected=variables)
+    result = subprocess.run([sys.executable, "-c", script],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr
+    layer, idle = result.stdout.split()[-2:]
+    return layer, float(idle)
+
+
+@pytest.mark.parametrize("user_timeout", [None, "28"])
+def test_blas_threads_go_idle_after_a_call(user_timeout):
+    """BLAS workers stop spinning soon after a call, so other libraries in the process
+    get the cores back; a timeout the user set is left as it is."""
+    _, idle = _idle_cpu_after_calls("blas", 256, {"OPENBLAS_THREAD_TIMEOUT": user_timeout})
+    if user_timeout is None:
+        assert idle < 0.03
+    else:  # OpenBLAS's own default: a worker spins for about 0.1 s
+        assert idle > 0.03
+
+
 @pytest.mark.parametrize("user_policy", [None, "ACTIVE"])
 def test_openmp_threads_go_idle_after_a_call(user_policy):
     """numba's OpenMP workers sleep soon after a call (GNU OpenMP's default spin kept a
     core busy for about 8 ms); a wait policy the user set is left as it is."""
-    if fastrnn._threads._max_threads() < 2:
-        pytest.skip("needs two cores for a parallel region")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "FASTRNN_STRATEGY")}
-    env["FASTRNN_STRATEGY"] = "batch"
-    if user_policy is not None:
-        env["OMP_WAIT_POLICY"] = user_policy
-    tests = os.path.dirname(os.path.abspath(__file__))
-    env["PYTHONPATH"] = os.path.dirname(tests) + os.pathsep + env.get("PYTHONPATH", "")
-    result = subprocess.run([sys.executable, "-c", _IDLE_LAYER_SCRIPT], capture_output=True,
-                            text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr
-    layer, idle = result.stdout.split()[-2:]
+    layer, idle = _idle_cpu_after_calls(
+        "batch", 64, {"GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": user_policy})
     if layer != "omp":
         pytest.skip(f"numba runs the {layer} threading layer here, not OpenMP")
     if user_policy is None:
-        assert float(idle) < 0.03
+        assert idle < 0.03
     else:  # an ACTIVE worker spins for much longer than the 0.3 s measured
-        assert float(idle) > 0.1
+        assert idle > 0.1
