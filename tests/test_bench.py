@@ -197,3 +197,30 @@ def test_jax_peer_computes_the_same_layer_as_fastrnn(cell):
                           (zeros, zeros) if cell == "lstm" else zeros,
                           jax.numpy.asarray(x, dtype=jax.numpy.float32))
     np.testing.assert_allclose(np.asarray(out), expected, atol=1e-5)
+
+
+def test_each_sample_follows_a_settling_run_of_the_same_workload(monkeypatch):
+    """Samples alternate between workloads, and before each timed sample the same
+    workload runs untimed for SETTLE_SECONDS (one call at least)."""
+    monkeypatch.setattr(bench, "MIN_SAMPLE_SECONDS", 0.002)
+    monkeypatch.setattr(bench, "SETTLE_SECONDS", 0.004)
+    calls = []
+
+    def workload(name):
+        def call():
+            calls.append(name)
+            bench.time.sleep(0.001)
+        return call
+
+    bench.median_ms({"a": workload("a"), "b": workload("b")}, repeats=3)
+    runs = []  # consecutive calls of one workload
+    for name in calls:
+        if runs and runs[-1][0] == name:
+            runs[-1][1] += 1
+        else:
+            runs.append([name, 1])
+    calibration, alternating = runs[:2], runs[2:]
+    assert [name for name, _ in calibration] == ["a", "b"]
+    assert [name for name, _ in alternating] == ["a", "b"] * 3
+    # each run: settling calls (about 4 ms) then the timed sample (about 2 ms)
+    assert all(count >= 3 for _, count in alternating)
