@@ -17,6 +17,7 @@ from .sequence import (
     blocked_product,
     chunk_bounds,
     clamp,
+    copy_rows,
     product_scratch,
     recurrent_product,
     rows_dot,
@@ -34,7 +35,7 @@ def _forward_rows(start, stop, w_hh_t, w_blocks, bias, h0, lengths, reverse, use
     scratch = product_scratch(h, hidden, w_blocks)
     for step in range(n_steps):
         t = time_index(step, n_steps, reverse)
-        h_prev[t, start:stop] = h
+        copy_rows(h, h_prev[t], start)
         recurrent_product(h, w_hh_t, w_blocks, recurrent, scratch)
         for row in range(stop - start):
             b = start + row
@@ -50,7 +51,7 @@ def _forward_rows(start, stop, w_hh_t, w_blocks, bias, h0, lengths, reverse, use
                 gates[t, b, j] = h_new
                 h[row, j] = h_new
                 out[t, b, j] = h_new
-    h_n[start:stop] = h
+    copy_rows(h, h_n, start)
 
 
 @parallel_kernel
@@ -94,8 +95,9 @@ def _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, use_relu, c
         blocked_product(d_gates[t, start:stop], w_hh, w_hh_blocks, recurrent, block_out)
         for row in range(stop - start):
             if t < lengths[start + row]:
-                dh[row] = recurrent[row]
-    dh0[start:stop] = dh
+                for j in range(hidden):
+                    dh[row, j] = recurrent[row, j]
+    copy_rows(dh, dh0, start)
 
 
 @parallel_kernel

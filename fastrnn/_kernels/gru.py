@@ -23,6 +23,7 @@ from .sequence import (
     blocked_product,
     chunk_bounds,
     clamp,
+    copy_rows,
     product_scratch,
     recurrent_product,
     rows_dot,
@@ -41,7 +42,7 @@ def _forward_rows(start, stop, w_hh_t, w_blocks, b_ih, b_hh, h0, lengths, revers
     scratch = product_scratch(h, 3 * hidden, w_blocks)
     for step in range(n_steps):
         t = time_index(step, n_steps, reverse)
-        h_prev[t, start:stop] = h
+        copy_rows(h, h_prev[t], start)
         recurrent_product(h, w_hh_t, w_blocks, recurrent, scratch)
         for row in range(stop - start):
             b = start + row
@@ -60,7 +61,7 @@ def _forward_rows(start, stop, w_hh_t, w_blocks, b_ih, b_hh, h0, lengths, revers
                 h_new = (one - z_gate) * gates[t, b, 2 * hidden + j] + z_gate * h[row, j]
                 h[row, j] = h_new
                 out[t, b, j] = h_new
-    h_n[start:stop] = h
+    copy_rows(h, h_n, start)
 
 
 @parallel_kernel
@@ -122,7 +123,7 @@ def _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, clip_hidden
         for row in range(stop - start):
             if t < lengths[start + row]:
                 dh[row] += recurrent[row]
-    dh0[start:stop] = dh
+    copy_rows(dh, dh0, start)
 
 
 @kernel

@@ -23,6 +23,7 @@ from .sequence import (
     blocked_product,
     chunk_bounds,
     clamp,
+    copy_rows,
     product_scratch,
     recurrent_product,
     rows_dot,
@@ -43,8 +44,8 @@ def _forward_rows(start, stop, w_hh_t, w_blocks, bias, h0, c0, lengths, reverse,
     scratch = product_scratch(h, 4 * hidden, w_blocks)
     for step in range(n_steps):
         t = time_index(step, n_steps, reverse)
-        h_prev[t, start:stop] = h
-        c_prev[t, start:stop] = c
+        copy_rows(h, h_prev[t], start)
+        copy_rows(c, c_prev[t], start)
         recurrent_product(h, w_hh_t, w_blocks, recurrent, scratch)
         for row in range(stop - start):
             b = start + row
@@ -64,8 +65,8 @@ def _forward_rows(start, stop, w_hh_t, w_blocks, bias, h0, c0, lengths, reverse,
                 tanh_c[t, b, j] = tanh_new
                 h[row, j] = h_new
                 out[t, b, j] = h_new
-    h_n[start:stop] = h
-    c_n[start:stop] = c
+    copy_rows(h, h_n, start)
+    copy_rows(c, c_n, start)
 
 
 @parallel_kernel
@@ -124,9 +125,10 @@ def _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, clip_hidden
         blocked_product(d_gates[t, start:stop], w_hh, w_hh_blocks, recurrent, block_out)
         for row in range(stop - start):
             if t < lengths[start + row]:
-                dh[row] = recurrent[row]
-    dh0[start:stop] = dh
-    dc0[start:stop] = dc
+                for j in range(hidden):
+                    dh[row, j] = recurrent[row, j]
+    copy_rows(dh, dh0, start)
+    copy_rows(dc, dc0, start)
 
 
 @parallel_kernel

@@ -37,6 +37,16 @@ def transpose_into(src, dst):
 
 
 @kernel
+def copy_rows(src, dst, start):
+    """dst[start:start + len(src)] = src, element by element: numba's slice
+    assignment checks shapes with a formatted error message whose compilation
+    took seconds of every cold kernel compile."""
+    for row in range(src.shape[0]):
+        for col in range(src.shape[1]):
+            dst[start + row, col] = src[row, col]
+
+
+@kernel
 def product_scratch(h, width, w_blocks):
     """Scratch for recurrent_product: (H, B) and (G, B) for the weight-major
     product, which is used only without blocks and for a batch small against a
@@ -139,13 +149,19 @@ def accumulate_param_grads_parallel(d_gates, inputs, d_weight, d_bias, n_threads
     n_rows, n_gates = d_gates.shape
     n_chunks = max(1, min(n_threads, n_rows))
     weight_parts = np.empty((n_chunks, n_gates, inputs.shape[1]), dtype=d_weight.dtype)
-    bias_parts = np.zeros((n_chunks, n_gates), dtype=d_bias.dtype)
+    bias_parts = np.empty((n_chunks, n_gates), dtype=d_bias.dtype)
     for chunk in prange(n_chunks):
         start, stop = chunk_bounds(chunk, n_chunks, n_rows)
+        for col in range(n_gates):
+            bias_parts[chunk, col] = 0.0
         np.dot(d_gates[start:stop].T, inputs[start:stop], weight_parts[chunk])
         for row in range(start, stop):
             for col in range(n_gates):
                 bias_parts[chunk, col] += d_gates[row, col]
+    # Explicit loops: in a parallel kernel an array expression becomes a nested
+    # parallel loop of its own, slower to compile and to start.
     for chunk in range(n_chunks):
-        d_weight += weight_parts[chunk]
-        d_bias += bias_parts[chunk]
+        for row in range(n_gates):
+            for col in range(inputs.shape[1]):
+                d_weight[row, col] += weight_parts[chunk, row, col]
+            d_bias[row] += bias_parts[chunk, row]
