@@ -22,46 +22,57 @@ def _recurrent_weight(w_hh, n_steps):
 
 _SMALL_WEIGHT = 1 << 14
 _MIN_STEPS_FOR_COPY = 16
-_MIN_BLOCK = 16
+_MIN_BLOCK = 32
 
 
-def _block_width(rows, inner, columns):
-    """The widest d dividing `columns` with rows * inner * d within BLAS's
-    small-matrix size (and d >= _MIN_BLOCK unless d covers every column); 0 if none."""
-    limit = _blas.SMALL_PRODUCT // max(1, rows * inner)
-    if columns <= limit:
-        return columns
-    for width in range(min(limit, columns // 2), _MIN_BLOCK - 1, -1):
-        if columns % width == 0:
-            return width
-    return 0
+def _block_shape(rows, inner, columns):
+    """(k, d) cutting a (rows, inner) x (inner, columns) product into blocks of
+    rows * k * d within BLAS's small-matrix size: the fewest row chunks k of the
+    weight (k divides inner) that admit a column width d >= _MIN_BLOCK (the widest
+    dividing columns, or all columns); None if none does."""
+    for k_chunks in range(1, inner + 1):
+        if inner % k_chunks:
+            continue
+        k_width = inner // k_chunks
+        if k_width < _MIN_BLOCK and k_chunks > 1:
+            return None
+        limit = _blas.SMALL_PRODUCT // max(1, rows * k_width)
+        if columns <= limit:
+            return k_width, columns
+        for width in range(min(limit, columns // 2), _MIN_BLOCK - 1, -1):
+            if columns % width == 0:
+                return k_width, width
+    return None
 
 
-def _column_blocks(w, rows, n_steps, blocked):
-    """The per-step product weight w (K, N) as contiguous column blocks (n, K, d)
-    for sequence.blocked_product, sized for `rows` rows per thread; (0, K, 0)
+def _weight_blocks(w, rows, n_steps, blocked):
+    """The per-step product weight w (K, N) as contiguous blocks (n_k, n_n, k, d)
+    for sequence.blocked_product, sized for `rows` rows per thread; (0, 0, K, 0)
     (no blocks) when the plan does not block, for a short sequence (one copy of
-    the weight costs about one product) or when no block width fits."""
+    the weight costs about one product) or when no block shape fits."""
     inner, columns = w.shape
-    width = _block_width(rows, inner, columns) if blocked and n_steps >= _MIN_STEPS_FOR_COPY else 0
-    if width == 0:
-        return np.empty((0, inner, 0), dtype=w.dtype)
-    return np.ascontiguousarray(w.reshape(inner, columns // width, width).transpose(1, 0, 2))
+    shape = _block_shape(rows, inner, columns) if blocked and n_steps >= _MIN_STEPS_FOR_COPY \
+        else None
+    if shape is None:
+        return np.empty((0, 0, inner, 0), dtype=w.dtype)
+    k_width, width = shape
+    blocks = w.reshape(inner // k_width, k_width, columns // width, width)
+    return np.ascontiguousarray(blocks.transpose(0, 2, 1, 3))
 
 
 def _step_weights(w_hh, n_steps, batch, plan):
-    """(W_hh^T, its column blocks) for the forward time loop: the kernels use the
+    """(W_hh^T, its blocks) for the forward time loop: the kernels use the
     blocks when there are any, else W_hh^T (see _recurrent_weight)."""
-    blocks = _column_blocks(w_hh.T, _rows_per_thread(batch, plan), n_steps, plan.blocked)
+    blocks = _weight_blocks(w_hh.T, _rows_per_thread(batch, plan), n_steps, plan.blocked)
     if blocks.shape[0]:
         return w_hh.T, blocks
     return _recurrent_weight(w_hh, n_steps), blocks
 
 
 def _backward_blocks(w_hh, d_out, plan):
-    """Column blocks of W_hh (G, H) for BPTT's per-step dh = dG W_hh."""
+    """Blocks of W_hh (G, H) for BPTT's per-step dh = dG W_hh."""
     n_steps, batch = d_out.shape[:2]
-    return _column_blocks(w_hh, _rows_per_thread(batch, plan), n_steps, plan.blocked)
+    return _weight_blocks(w_hh, _rows_per_thread(batch, plan), n_steps, plan.blocked)
 
 
 def _rows_per_thread(batch, plan):

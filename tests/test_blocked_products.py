@@ -16,73 +16,86 @@ from fastrnn import _blas, _cells, _threads
 
 @pytest.mark.parametrize("rows, inner, columns", [
     (1, 64, 256), (16, 32, 128), (16, 128, 512), (32, 512, 128), (32, 256, 1024),
-    (8, 1024, 4096), (32, 512, 2048), (3, 7, 400), (2, 1000, 97),
+    (8, 1024, 4096), (32, 512, 2048), (32, 2048, 512), (8, 4096, 1024), (3, 7, 400),
+    (2, 1000, 97), (64, 4096, 4096),
 ])
-def test_block_width_fits_small_kernels_and_divides_columns(rows, inner, columns):
-    width = _cells._block_width(rows, inner, columns)
-    if width == 0:  # no admissible width: every divisor >= 16 is too wide
-        assert all(columns % d or rows * inner * d > _blas.SMALL_PRODUCT
-                   for d in range(_cells._MIN_BLOCK, columns + 1))
+def test_block_shape_fits_small_kernels_and_divides_the_weight(rows, inner, columns):
+    shape = _cells._block_shape(rows, inner, columns)
+    small = _blas.SMALL_PRODUCT
+    if shape is None:  # no admissible shape: even chunks of _MIN_BLOCK rows leave d too small
+        assert rows * _cells._MIN_BLOCK * _cells._MIN_BLOCK > small
         return
-    assert columns % width == 0
-    assert rows * inner * width <= _blas.SMALL_PRODUCT
+    k_width, width = shape
+    assert inner % k_width == 0 and columns % width == 0
+    assert rows * k_width * width <= small
     assert width == columns or width >= _cells._MIN_BLOCK
-    # the widest admissible divisor: one wider either does not divide or does not fit
+    # the fewest row chunks: the whole of K (or a larger chunk) admits no width
+    for wider_k in range(k_width + 1, inner + 1):
+        if inner % wider_k == 0:
+            assert all(columns % d or rows * wider_k * d > small
+                       for d in range(_cells._MIN_BLOCK, columns + 1))
+    # the widest column block for that chunk
     for wider in range(width + 1, columns + 1):
-        assert columns % wider or rows * inner * wider > _blas.SMALL_PRODUCT
+        assert columns % wider or rows * k_width * wider > small
 
 
-def test_block_width_examples():
-    assert _cells._block_width(16, 32, 128) == 128          # small: one block
-    assert _cells._block_width(16, 128, 512) == 256         # 16*128*256 = 524288
-    assert _cells._block_width(32, 256, 1024) == 64         # 32*256*128 > 1e6
-    assert _cells._block_width(32, 2048, 512) == 0          # would need d <= 15
+def test_block_shape_examples():
+    assert _cells._block_shape(16, 32, 128) == (32, 128)       # small: one block
+    assert _cells._block_shape(16, 128, 512) == (128, 256)     # 16*128*256 = 524288
+    assert _cells._block_shape(32, 256, 1024) == (256, 64)     # 32*256*128 > 1e6
+    assert _cells._block_shape(32, 2048, 512) == (512, 32)     # K cut in 4 chunks
+    assert _cells._block_shape(8, 4096, 1024) == (2048, 32)
 
 
 @pytest.mark.parametrize("layout", ["C", "F"])
-def test_column_blocks_hold_the_columns(layout):
-    w = np.arange(6 * 64, dtype=np.float32).reshape(6, 64)
+def test_weight_blocks_hold_the_weight(layout):
+    w = np.arange(64 * 128, dtype=np.float32).reshape(64, 128)
     w = np.asfortranarray(w) if layout == "F" else w
-    blocks = _cells._column_blocks(w, rows=1, n_steps=16, blocked=True)
-    assert blocks.shape == (1, 6, 64) and blocks.flags.c_contiguous
-    np.testing.assert_array_equal(blocks[0], w)
-    forced = _cells._column_blocks(w, rows=10**4, n_steps=16, blocked=True)
-    assert forced.shape == (4, 6, 16) and forced.flags.c_contiguous
-    for block in range(4):
-        np.testing.assert_array_equal(forced[block], w[:, 16 * block:16 * (block + 1)])
+    whole = _cells._weight_blocks(w, rows=1, n_steps=16, blocked=True)
+    assert whole.shape == (1, 1, 64, 128) and whole.flags.c_contiguous
+    np.testing.assert_array_equal(whole[0, 0], w)
+    cut = _cells._weight_blocks(w, rows=600, n_steps=16, blocked=True)
+    k_chunks, n_blocks, k_width, width = cut.shape
+    assert (k_chunks, n_blocks) == (2, 4) and cut.flags.c_contiguous
+    for k in range(k_chunks):
+        for block in range(n_blocks):
+            np.testing.assert_array_equal(
+                cut[k, block], w[k * k_width:(k + 1) * k_width, block * width:(block + 1) * width])
 
 
 def test_no_blocks_when_not_planned_or_sequence_short():
     w = np.ones((8, 32))
     for blocked, n_steps in ((False, 100), (True, _cells._MIN_STEPS_FOR_COPY - 1)):
-        blocks = _cells._column_blocks(w, rows=4, n_steps=n_steps, blocked=blocked)
-        assert blocks.shape == (0, 8, 0) and blocks.dtype == w.dtype
+        blocks = _cells._weight_blocks(w, rows=4, n_steps=n_steps, blocked=blocked)
+        assert blocks.shape == (0, 0, 8, 0) and blocks.dtype == w.dtype
 
 
+@pytest.mark.parametrize("k_chunks", [1, 2])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("cell", CELLS)
-def test_blocked_layers_match_reference(cell, threads, monkeypatch):
-    """Forces four blocks per product (forward W_hh^T and BPTT W_hh), on the
-    single-threaded kernels and on the batch split, whatever BLAS this is."""
+def test_blocked_layers_match_reference(cell, threads, k_chunks, monkeypatch):
+    """Forces two row chunks and four column blocks per product (forward W_hh^T
+    and BPTT W_hh), or four column blocks only, on the single-threaded kernels
+    and on the batch split, whatever BLAS this is."""
     if threads > _threads._max_threads():
         pytest.skip("needs two cores")
     shapes = []
 
-    def four_blocks(rows, inner, columns):
-        return columns // 4
+    def forced_shape(rows, inner, columns):
+        return (inner // k_chunks, columns // 4)
 
-    real_column_blocks = _cells._column_blocks
+    real_weight_blocks = _cells._weight_blocks
 
-    def recording_column_blocks(w, rows, n_steps, blocked):
-        blocks = real_column_blocks(w, rows, n_steps, blocked)
+    def recording_weight_blocks(w, rows, n_steps, blocked):
+        blocks = real_weight_blocks(w, rows, n_steps, blocked)
         shapes.append(blocks.shape)
         return blocks
 
     def plan(work=None, step_work=None, batch=None):
         return contextlib.nullcontext(_threads.Plan(min(threads, batch), True))
 
-    monkeypatch.setattr(_cells, "_block_width", four_blocks)
-    monkeypatch.setattr(_cells, "_column_blocks", recording_column_blocks)
+    monkeypatch.setattr(_cells, "_block_shape", forced_shape)
+    monkeypatch.setattr(_cells, "_weight_blocks", recording_weight_blocks)
     monkeypatch.setattr(_threads, "kernel_threads", plan)
     sizes = (_cells._MIN_STEPS_FOR_COPY + 1, 3, 5, 8)
     problem, cotangents = make_case(cell, 2, True, seed=11, sizes=sizes)
@@ -90,8 +103,9 @@ def test_blocked_layers_match_reference(cell, threads, monkeypatch):
     fast = run(layer, problem, cotangents, clip_hidden=2.0)
     assert_matches_reference(cell, problem, cotangents, layer, fast, clip_hidden=2.0)
     gates = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}[cell] * sizes[3]
-    assert (4, sizes[3], gates // 4) in shapes          # forward: W_hh^T in 4 blocks
-    assert (4, gates, sizes[3] // 4) in shapes          # BPTT: W_hh in 4 blocks
+    hidden = sizes[3]
+    assert (k_chunks, 4, hidden // k_chunks, gates // 4) in shapes  # forward: W_hh^T
+    assert (k_chunks, 4, gates // k_chunks, hidden // 4) in shapes  # BPTT: W_hh
 
 
 def test_blocked_float32_matches_unblocked(monkeypatch):
@@ -109,7 +123,8 @@ def test_blocked_float32_matches_unblocked(monkeypatch):
         return contextlib.nullcontext(_threads.Plan(1, blocked))
 
     monkeypatch.setattr(_threads, "kernel_threads", plan)
-    monkeypatch.setattr(_cells, "_block_width", lambda rows, inner, columns: columns // 2)
+    monkeypatch.setattr(_cells, "_block_shape",
+                        lambda rows, inner, columns: (inner // 2, columns // 2))
     blocked = True
     with_blocks = forward_backward()
     blocked = False

@@ -137,7 +137,7 @@ def test_small_batch_large_hidden_matches_reference(cell):
     from fastrnn._kernels.sequence import product_scratch
 
     sizes = (4, 3, 5, 512)
-    no_blocks = np.empty((0, sizes[3], 0))
+    no_blocks = np.empty((0, 0, sizes[3], 0))
     assert product_scratch(np.zeros((sizes[1], sizes[3])), sizes[3], no_blocks)[1].shape[0] > 0
     problem, cotangents = make_case(cell, 1, True, seed=5, sizes=sizes)
     layer = layer_for(cell, problem)

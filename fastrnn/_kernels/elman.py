@@ -77,7 +77,7 @@ def _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, use_relu, c
     hidden = d_hn.shape[1]
     dh = d_hn[start:stop].copy()
     recurrent = np.empty_like(dh)
-    block_out = block_scratch(stop - start, w_hh_blocks)
+    block_buffers = block_scratch(stop - start, w_hh_blocks)
     for back_step in range(n_steps):
         t = time_index(n_steps - 1 - back_step, n_steps, reverse)
         for row in range(stop - start):
@@ -92,7 +92,7 @@ def _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, use_relu, c
                     d_gates[t, b, j] = dh_total if h_new > 0.0 else 0.0
                 else:
                     d_gates[t, b, j] = dh_total * (one - h_new * h_new)
-        blocked_product(d_gates[t, start:stop], w_hh, w_hh_blocks, recurrent, block_out)
+        blocked_product(d_gates[t, start:stop], w_hh, w_hh_blocks, recurrent, block_buffers)
         for row in range(stop - start):
             if t < lengths[start + row]:
                 for j in range(hidden):

@@ -87,7 +87,7 @@ def _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, clip_hidden
     bound = np.full(1, clip_hidden, dtype=gates.dtype)[0]
     dh = d_hn[start:stop].copy()
     recurrent = np.empty_like(dh)
-    block_out = block_scratch(stop - start, w_hh_blocks)
+    block_buffers = block_scratch(stop - start, w_hh_blocks)
     # Gradient of this slice's recurrent pre-activations at one step; only the
     # input-side gradients (d_gates) are kept for the whole sequence.
     d_hidden_gates = np.zeros((stop - start, 3 * hidden), dtype=gates.dtype)
@@ -119,7 +119,7 @@ def _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, clip_hidden
                 d_gates[t, b, j] = d_pre_r
                 d_hidden_gates[row, j] = d_pre_r
                 d_hidden_gates[row, 2 * hidden + j] = d_pre_n * r_gate
-        blocked_product(d_hidden_gates, w_hh, w_hh_blocks, recurrent, block_out)
+        blocked_product(d_hidden_gates, w_hh, w_hh_blocks, recurrent, block_buffers)
         for row in range(stop - start):
             if t < lengths[start + row]:
                 dh[row] += recurrent[row]

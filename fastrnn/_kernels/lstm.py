@@ -93,7 +93,7 @@ def _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, clip_hidden
     dh = d_hn[start:stop].copy()
     dc = d_cn[start:stop].copy()
     recurrent = np.empty_like(dh)
-    block_out = block_scratch(stop - start, w_hh_blocks)
+    block_buffers = block_scratch(stop - start, w_hh_blocks)
     d_state = np.empty(hidden, dtype=gates.dtype)
     for back_step in range(n_steps):
         t = time_index(n_steps - 1 - back_step, n_steps, reverse)
@@ -122,7 +122,7 @@ def _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, clip_hidden
                 d_gates[t, b, hidden + j] = d_state[j] * c_prev[t, b, j] * f_gate * (one - f_gate)
                 dc[row, j] = d_state[j] * f_gate
         # dh_{t-1} = dG_t W_hh; padded rows have dG = 0 and keep their dh.
-        blocked_product(d_gates[t, start:stop], w_hh, w_hh_blocks, recurrent, block_out)
+        blocked_product(d_gates[t, start:stop], w_hh, w_hh_blocks, recurrent, block_buffers)
         for row in range(stop - start):
             if t < lengths[start + row]:
                 for j in range(hidden):
