@@ -3,6 +3,8 @@ the fused forward or BPTT kernel, the single-threaded variant when the plan
 (_threads.Plan) has one thread.
 Knows shapes and buffers, nothing of validation."""
 
+import functools
+
 import numpy as np
 
 from . import _blas
@@ -51,13 +53,21 @@ def _weight_blocks(w, rows, n_steps, blocked):
     (no blocks) when the plan does not block, for a short sequence (one copy of
     the weight costs about one product) or when no block shape fits."""
     inner, columns = w.shape
-    shape = _block_shape(rows, inner, columns) if blocked and n_steps >= _MIN_STEPS_FOR_COPY \
-        else None
+    if not blocked or n_steps < _MIN_STEPS_FOR_COPY:
+        return _no_blocks(inner, w.dtype)
+    shape = _block_shape(rows, inner, columns)
     if shape is None:
-        return np.empty((0, 0, inner, 0), dtype=w.dtype)
+        return _no_blocks(inner, w.dtype)
     k_width, width = shape
     blocks = w.reshape(inner // k_width, k_width, columns // width, width)
     return np.ascontiguousarray(blocks.transpose(0, 2, 1, 3))
+
+
+@functools.lru_cache(maxsize=64)
+def _no_blocks(inner, dtype):
+    """The empty blocks array, shared (kernels never write to it): a streaming call
+    skips allocating one."""
+    return np.empty((0, 0, inner, 0), dtype=dtype)
 
 
 def _step_weights(w_hh, n_steps, batch, plan):
