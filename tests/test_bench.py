@@ -8,6 +8,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -202,14 +203,19 @@ def test_jax_peer_computes_the_same_layer_as_fastrnn(cell):
 def test_each_sample_follows_a_settling_run_of_the_same_workload(monkeypatch):
     """Samples alternate between workloads, and before each timed sample the same
     workload runs untimed for SETTLE_SECONDS (one call at least)."""
-    monkeypatch.setattr(bench, "MIN_SAMPLE_SECONDS", 0.002)
-    monkeypatch.setattr(bench, "SETTLE_SECONDS", 0.004)
+    # A virtual clock (each call lasts exactly one tick, a power of two so the
+    # arithmetic is exact) keeps the call counts independent of the machine's load.
+    tick = 2.0 ** -10
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    monkeypatch.setattr(bench, "MIN_SAMPLE_SECONDS", 2 * tick)
+    monkeypatch.setattr(bench, "SETTLE_SECONDS", 4 * tick)
     calls = []
 
     def workload(name):
         def call():
             calls.append(name)
-            bench.time.sleep(0.001)
+            clock.now += tick
         return call
 
     bench.median_ms({"a": workload("a"), "b": workload("b")}, repeats=3)
@@ -222,5 +228,5 @@ def test_each_sample_follows_a_settling_run_of_the_same_workload(monkeypatch):
     calibration, alternating = runs[:2], runs[2:]
     assert [name for name, _ in calibration] == ["a", "b"]
     assert [name for name, _ in alternating] == ["a", "b"] * 3
-    # each run: settling calls (about 4 ms) then the timed sample (about 2 ms)
-    assert all(count >= 3 for _, count in alternating)
+    # each run: 4 settling calls, then the timed sample of 2 calls
+    assert [count for _, count in alternating] == [6] * 6
