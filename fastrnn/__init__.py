@@ -1,6 +1,7 @@
 """fastrnn: PyTorch-identical RNN, LSTM and GRU on fused Numba kernels, for the CPU."""
 
 from . import optim
+from ._grad_mode import is_grad_enabled, no_grad
 from ._threads import get_num_threads, set_num_threads
 from .clip import clip_grad_norm, clip_grad_value
 from .gradcheck import GradcheckReport, gradcheck, numerical_grad
@@ -11,4 +12,5 @@ __version__ = "0.1.0"
 
 __all__ = ["RNN", "LSTM", "GRU", "clip_grad_norm", "clip_grad_value",
            "set_num_threads", "get_num_threads", "gradcheck", "numerical_grad",
-           "GradcheckReport", "SequenceModel", "load", "optim", "__version__"]
+           "GradcheckReport", "SequenceModel", "load", "optim", "no_grad", "is_grad_enabled",
+           "__version__"]

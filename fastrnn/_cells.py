@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _blas
 from ._kernels import elman, gru, lstm
+from ._kernels.sequence import fill_weight_blocks, fill_weight_blocks_parallel
 
 
 def _recurrent_weight(w_hh, n_steps):
@@ -25,6 +26,7 @@ def _recurrent_weight(w_hh, n_steps):
 _SMALL_WEIGHT = 1 << 14
 _MIN_STEPS_FOR_COPY = 16
 _MIN_BLOCK = 32
+_PARALLEL_COPY_SIZE = 1 << 18  # weights from about (1024, 256) up are copied by all threads
 
 
 def _block_shape(rows, inner, columns):
@@ -47,11 +49,12 @@ def _block_shape(rows, inner, columns):
     return None
 
 
-def _weight_blocks(w, rows, n_steps, blocked):
+def _weight_blocks(w, rows, n_steps, blocked, threads=1):
     """The per-step product weight w (K, N) as contiguous blocks (n_k, n_n, k, d)
     for sequence.blocked_product, sized for `rows` rows per thread; (0, 0, K, 0)
     (no blocks) when the plan does not block, for a short sequence (one copy of
-    the weight costs about one product) or when no block shape fits."""
+    the weight costs about one product) or when no block shape fits. `threads`
+    copy a large weight."""
     inner, columns = w.shape
     if not blocked or n_steps < _MIN_STEPS_FOR_COPY:
         return _no_blocks(inner, w.dtype)
@@ -59,8 +62,14 @@ def _weight_blocks(w, rows, n_steps, blocked):
     if shape is None:
         return _no_blocks(inner, w.dtype)
     k_width, width = shape
-    blocks = w.reshape(inner // k_width, k_width, columns // width, width)
-    return np.ascontiguousarray(blocks.transpose(0, 2, 1, 3))
+    blocks = np.empty((inner // k_width, columns // width, k_width, width), dtype=w.dtype)
+    transposed = not w.flags.c_contiguous  # W_hh^T, a view of the stored W_hh
+    source = np.ascontiguousarray(w.T if transposed else w)
+    if threads > 1 and w.size >= _PARALLEL_COPY_SIZE:
+        fill_weight_blocks_parallel(source, transposed, blocks, threads)
+    else:
+        fill_weight_blocks(source, transposed, blocks, 0, source.shape[0])
+    return blocks
 
 
 @functools.lru_cache(maxsize=64)
@@ -73,7 +82,8 @@ def _no_blocks(inner, dtype):
 def _step_weights(w_hh, n_steps, batch, plan):
     """(W_hh^T, its blocks) for the forward time loop: the kernels use the
     blocks when there are any, else W_hh^T (see _recurrent_weight)."""
-    blocks = _weight_blocks(w_hh.T, _rows_per_thread(batch, plan), n_steps, plan.blocked)
+    blocks = _weight_blocks(w_hh.T, _rows_per_thread(batch, plan), n_steps, plan.blocked,
+                            plan.threads)
     if blocks.shape[0]:
         return w_hh.T, blocks
     return _recurrent_weight(w_hh, n_steps), blocks
@@ -82,7 +92,14 @@ def _step_weights(w_hh, n_steps, batch, plan):
 def _backward_blocks(w_hh, d_out, plan):
     """Blocks of W_hh (G, H) for BPTT's per-step dh = dG W_hh."""
     n_steps, batch = d_out.shape[:2]
-    return _weight_blocks(w_hh, _rows_per_thread(batch, plan), n_steps, plan.blocked)
+    return _weight_blocks(w_hh, _rows_per_thread(batch, plan), n_steps, plan.blocked,
+                          plan.threads)
+
+
+def _cache_array(n_steps, batch, width, dtype, keep):
+    """A (T, B, width) array the forward kernel fills for BPTT; without `keep`
+    (inference) an empty (0, B, width) one, which tells the kernel to skip it."""
+    return np.empty((n_steps if keep else 0, batch, width), dtype=dtype)
 
 
 def _rows_per_thread(batch, plan):
@@ -96,10 +113,10 @@ class ElmanCell:
     def __init__(self, use_relu):
         self.use_relu = use_relu
 
-    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan):
+    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan, keep):
         n_steps, batch, hidden = x.shape[0] // h0.shape[0], h0.shape[0], h0.shape[1]
         gates = np.empty((n_steps, batch, hidden), dtype=x.dtype)
-        h_prev = np.empty_like(gates)
+        h_prev = _cache_array(n_steps, batch, hidden, x.dtype, keep)
         out = np.empty_like(gates)
         h_n = np.empty_like(h0)
         buffers = (gates, h_prev, out, h_n)
@@ -110,7 +127,7 @@ class ElmanCell:
             elman.elman_forward_serial(*inputs, *buffers)
         else:
             elman.elman_forward(*inputs, n_threads, *buffers)
-        return out, h_n, None, (gates, h_prev)
+        return out, h_n, None, (gates, h_prev) if keep else None
 
     def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
                  clip_hidden, plan, dw_ih, dw_hh, db_ih, db_hh):
@@ -134,13 +151,13 @@ class LSTMCell:
     n_gates = 4
     has_cell_state = True
 
-    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan):
+    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan, keep):
         n_steps, batch, hidden = x.shape[0] // h0.shape[0], h0.shape[0], h0.shape[1]
         gates = np.empty((n_steps, batch, 4 * hidden), dtype=x.dtype)
-        h_prev = np.empty((n_steps, batch, hidden), dtype=x.dtype)
-        c_prev = np.empty_like(h_prev)
-        tanh_c = np.empty_like(h_prev)
-        out = np.empty_like(h_prev)
+        h_prev = _cache_array(n_steps, batch, hidden, x.dtype, keep)
+        c_prev = _cache_array(n_steps, batch, hidden, x.dtype, keep)
+        tanh_c = _cache_array(n_steps, batch, hidden, x.dtype, keep)
+        out = np.empty((n_steps, batch, hidden), dtype=x.dtype)
         h_n = np.empty_like(h0)
         c_n = np.empty_like(c0)
         buffers = (gates, h_prev, c_prev, tanh_c, out, h_n, c_n)
@@ -151,7 +168,7 @@ class LSTMCell:
             lstm.lstm_forward_serial(*inputs, *buffers)
         else:
             lstm.lstm_forward(*inputs, n_threads, *buffers)
-        return out, h_n, c_n, (gates, h_prev, c_prev, tanh_c)
+        return out, h_n, c_n, (gates, h_prev, c_prev, tanh_c) if keep else None
 
     def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
                  clip_hidden, plan, dw_ih, dw_hh, db_ih, db_hh):
@@ -176,12 +193,12 @@ class GRUCell:
     n_gates = 3
     has_cell_state = False
 
-    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan):
+    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan, keep):
         n_steps, batch, hidden = x.shape[0] // h0.shape[0], h0.shape[0], h0.shape[1]
         gates = np.empty((n_steps, batch, 3 * hidden), dtype=x.dtype)
-        hidden_n = np.empty((n_steps, batch, hidden), dtype=x.dtype)
-        h_prev = np.empty_like(hidden_n)
-        out = np.empty_like(hidden_n)
+        hidden_n = _cache_array(n_steps, batch, hidden, x.dtype, keep)
+        h_prev = _cache_array(n_steps, batch, hidden, x.dtype, keep)
+        out = np.empty((n_steps, batch, hidden), dtype=x.dtype)
         h_n = np.empty_like(h0)
         buffers = (gates, hidden_n, h_prev, out, h_n)
         inputs = (x, w_ih.T, *_step_weights(w_hh, n_steps, batch, plan),
@@ -191,7 +208,7 @@ class GRUCell:
             gru.gru_forward_serial(*inputs, *buffers)
         else:
             gru.gru_forward(*inputs, n_threads, *buffers)
-        return out, h_n, None, (gates, hidden_n, h_prev)
+        return out, h_n, None, (gates, hidden_n, h_prev) if keep else None
 
     def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
                  clip_hidden, plan, dw_ih, dw_hh, db_ih, db_hh):

@@ -178,14 +178,19 @@ def _fastrnn_workload(cell, mode, shape, x, seed):
             layer(x)
             layer.backward(d_out, max_norm=MAX_NORM)
         return train_step
+    # Inference as torch's workloads run it: under no_grad, no activations kept.
     if mode == "forward":
-        return lambda: layer(x)
+        def forward():
+            with fastrnn.no_grad():
+                layer(x)
+        return forward
 
     state = None
 
     def stream_step():
         nonlocal state
-        _, state = layer(x, state)
+        with fastrnn.no_grad():
+            _, state = layer(x, state)
     return stream_step
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _threads
 from ._cells import CELLS
+from ._grad_mode import is_grad_enabled
 from ._kernels.clipping import clip_by_norm, clip_by_value
 from ._validate import (
     as_dtype,
@@ -22,6 +23,9 @@ from ._validate import (
     seed_sequence,
     shape_error,
 )
+
+# The cache a forward call under no_grad() leaves: backward explains itself.
+_NO_GRAD_FORWARD = types.MappingProxyType({})
 
 
 class _RecurrentLayer:
@@ -194,7 +198,7 @@ class _RecurrentLayer:
     def _sequence_input(self, x):
         source = x
         x = float_array(x, "x", self.dtype)
-        if np.may_share_memory(x, source):
+        if is_grad_enabled() and np.may_share_memory(x, source):
             x = x.copy()  # backward must see what forward saw, whatever the caller does
         if x.ndim == 2:
             unbatched = True
@@ -234,6 +238,7 @@ class _RecurrentLayer:
         if self._cell.has_cell_state:
             c0 = self._initial_state(c0, "c0", batch, unbatched)
         hidden = self.hidden_size
+        keep = is_grad_enabled()
         h_n = np.empty_like(h0)
         c_n = np.empty_like(h0) if self._cell.has_cell_state else None
         layer_inputs, caches, masks = [], [], []
@@ -248,7 +253,7 @@ class _RecurrentLayer:
                     c0_row = c0[row] if c_n is not None else None
                     out, h_last, c_last, cache = self._cell.forward(
                         layer_input, w_ih, w_hh, b_ih, b_hh, h0[row], c0_row, lengths,
-                        bool(direction), plan)
+                        bool(direction), plan, keep)
                     h_n[row] = h_last
                     if c_n is not None:
                         c_n[row] = c_last
@@ -262,7 +267,8 @@ class _RecurrentLayer:
                     if masks[-1] is not None:
                         layer_input = layer_input * masks[-1]
         self._cache = dict(layer_inputs=layer_inputs, caches=caches, lengths=lengths,
-                           n_steps=n_steps, batch=batch, unbatched=unbatched, masks=masks)
+                           n_steps=n_steps, batch=batch, unbatched=unbatched,
+                           masks=masks) if keep else _NO_GRAD_FORWARD
         out = out.reshape(n_steps, batch, self.num_directions * hidden)
         return self._to_user_layout(out, unbatched), self._state_to_user(h_n, unbatched), \
             (self._state_to_user(c_n, unbatched) if c_n is not None else None)
@@ -314,6 +320,10 @@ class _RecurrentLayer:
         if cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward: "
                                "call the layer on an input first")
+        if cache is _NO_GRAD_FORWARD:
+            raise RuntimeError(f"{type(self).__name__}.backward needs the activations of a "
+                               "forward call made with gradients enabled; the last forward "
+                               "ran inside fastrnn.no_grad(), which keeps none")
         max_norm = non_negative_float(max_norm, "max_norm")
         clip_value = non_negative_float(clip_value, "clip_value")
         clip_hidden = non_negative_float(clip_hidden, "clip_hidden")

@@ -1,6 +1,7 @@
 """SequenceModel: a recurrent layer, a linear head, a loss and an optimizer, trained
 by one call per batch (forward, loss, BPTT, clipping and update)."""
 
+import contextlib
 import math
 import numbers
 import sys
@@ -11,6 +12,7 @@ import numpy as np
 from . import _threads
 from . import losses as _losses
 from . import optim as _optim
+from ._grad_mode import no_grad
 from ._kernels.clipping import clip_by_norm, clip_by_value, global_norm
 from ._kernels.linear import linear_backward, linear_forward
 from ._validate import (
@@ -237,16 +239,23 @@ class SequenceModel:
         """Thread settings for the head's products (see fastrnn._threads)."""
         return _threads.kernel_threads(rows * self.head_weight.size)
 
+    @contextlib.contextmanager
+    def _inference(self):
+        """Eval mode (no dropout) and no_grad (no activations kept) for the block."""
+        was_training = self.rnn.training
+        self.rnn.eval()
+        try:
+            with no_grad():
+                yield
+        finally:
+            self.rnn.train(was_training)
+
     def predict(self, x, lengths=None, state=None):
         """Logits/outputs: (T, B, O) for output="sequence", (B, O) for "last"."""
         x, lengths, unbatched = self._inputs(x, lengths)
         n_steps, batch = x.shape[:2]
-        was_training = self.rnn.training
-        self.rnn.eval()
-        try:
+        with self._inference():
             logits, _, _, _ = self._forward(x, lengths, state)
-        finally:
-            self.rnn.train(was_training)
         n_out = self.config["output_size"]
         if self.config["output"] == "last":
             return logits[0] if unbatched else logits
@@ -372,17 +381,13 @@ class SequenceModel:
         carrying state across windows as `fit` does."""
         stream_sets = self._stream_sets(data, batch_size, window, "data")
         total, count, state = 0.0, 0, None
-        was_training = self.rnn.training
-        self.rnn.eval()
-        try:
+        with self._inference():
             for first, x, y in _windows(stream_sets, window):
                 x_in, _, _ = self._inputs(x, None)
                 logits, _, _, state = self._forward(x_in, None, None if first else state)
                 loss, _ = _losses.cross_entropy(logits, y.reshape(-1).astype(np.int64))
                 total += loss * y.size
                 count += y.size
-        finally:
-            self.rnn.train(was_training)
         return total / max(count, 1)
 
     def _token_ids(self, data, name):
@@ -464,10 +469,8 @@ class SequenceModel:
         rng = np.random.default_rng(seed)
         ids = self.encode(prime) if prime else np.zeros(1, dtype=np.int64)
         state = None
-        was_training = self.rnn.training
-        self.rnn.eval()
         out = []
-        try:
+        with self._inference():
             x, _, _ = self._inputs(ids[:, None], None)
             logits, _, _, state = self._forward(x, None, state)
             for _ in range(n):
@@ -475,8 +478,6 @@ class SequenceModel:
                 out.append(token)
                 x, _, _ = self._inputs(np.array([[token]]), None)
                 logits, _, _, state = self._forward(x, None, state)
-        finally:
-            self.rnn.train(was_training)
         return self.decode(np.array(out, dtype=np.int64))
 
     # ------------------------------------------------------------------ checkpoints

@@ -12,6 +12,7 @@ from test_layers_reference import assert_matches_reference, layer_for, make_case
 
 import fastrnn
 from fastrnn import _blas, _cells, _threads
+from fastrnn._kernels import sequence
 
 
 @pytest.mark.parametrize("rows, inner, columns", [
@@ -63,6 +64,27 @@ def test_weight_blocks_hold_the_weight(layout):
                 cut[k, block], w[k * k_width:(k + 1) * k_width, block * width:(block + 1) * width])
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("inner, columns, k_width, width", [
+    (64, 128, 32, 32), (64, 128, 64, 128), (96, 48, 48, 16), (40, 56, 20, 28),
+    (37, 50, 37, 25), (256, 1024, 128, 64),
+])
+def test_fill_weight_blocks_matches_numpy(inner, columns, k_width, width, transposed,
+                                          threads):
+    """Whole 16 x 16 tiles, ragged edges and row chunks split across threads."""
+    w = np.random.default_rng(0).standard_normal((inner, columns)).astype(np.float32)
+    source = np.ascontiguousarray(w.T) if transposed else w
+    blocks = np.full((inner // k_width, columns // width, k_width, width), np.nan,
+                     dtype=np.float32)
+    if threads == 1:
+        sequence.fill_weight_blocks(source, transposed, blocks, 0, source.shape[0])
+    else:
+        sequence.fill_weight_blocks_parallel(source, transposed, blocks, threads)
+    expected = w.reshape(inner // k_width, k_width, columns // width, width)
+    np.testing.assert_array_equal(blocks, expected.transpose(0, 2, 1, 3))
+
+
 def test_no_blocks_when_not_planned_or_sequence_short():
     w = np.ones((8, 32))
     for blocked, n_steps in ((False, 100), (True, _cells._MIN_STEPS_FOR_COPY - 1)):
@@ -86,8 +108,8 @@ def test_blocked_layers_match_reference(cell, threads, k_chunks, monkeypatch):
 
     real_weight_blocks = _cells._weight_blocks
 
-    def recording_weight_blocks(w, rows, n_steps, blocked):
-        blocks = real_weight_blocks(w, rows, n_steps, blocked)
+    def recording_weight_blocks(w, rows, n_steps, blocked, threads=1):
+        blocks = real_weight_blocks(w, rows, n_steps, blocked, threads)
         shapes.append(blocks.shape)
         return blocks
 

@@ -1,7 +1,8 @@
 """Elman cell: h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), f = tanh or relu.
 
 Same layout and conventions as the LSTM kernels; `gates` caches h_t itself
-(the activated pre-activation), which is all BPTT needs for f'.
+(the activated pre-activation), which is all BPTT needs for f'; `h_prev` is
+empty for inference.
 """
 
 import numpy as np
@@ -29,13 +30,15 @@ from .sequence import (
 def _forward_rows(start, stop, w_hh_t, w_blocks, bias, h0, lengths, reverse, use_relu,
                   gates, h_prev, out, h_n):
     n_steps = gates.shape[0]
+    keep = h_prev.shape[0] > 0
     hidden = h0.shape[1]
     h = h0[start:stop].copy()
     recurrent = np.empty_like(h)
     scratch = product_scratch(h, hidden, w_blocks)
     for step in range(n_steps):
         t = time_index(step, n_steps, reverse)
-        copy_rows(h, h_prev[t], start)
+        if keep:
+            copy_rows(h, h_prev[t], start)
         recurrent_product(h, w_hh_t, w_blocks, recurrent, scratch)
         for row in range(stop - start):
             b = start + row

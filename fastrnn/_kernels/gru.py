@@ -7,7 +7,8 @@ Same layout and conventions as the LSTM kernels. `gates` caches r, z, n and
 `hidden_n` caches W_hn h + b_hn. Because r multiplies the recurrent part of n,
 the gradients of the input-side and recurrent-side pre-activations differ in
 the n block; BPTT keeps one (T, B, 3H) array for the input side and turns it
-into the recurrent side in place after the loop.
+into the recurrent side in place after the loop. For inference `hidden_n` and
+`h_prev` are empty and the forward skips them.
 """
 
 import numpy as np
@@ -35,6 +36,7 @@ from .sequence import (
 def _forward_rows(start, stop, w_hh_t, w_blocks, b_ih, b_hh, h0, lengths, reverse,
                   gates, hidden_n, h_prev, out, h_n):
     n_steps = gates.shape[0]
+    keep = h_prev.shape[0] > 0
     one = np.ones(1, dtype=gates.dtype)[0]  # keeps float32 arithmetic in float32
     hidden = h0.shape[1]
     h = h0[start:stop].copy()
@@ -42,7 +44,8 @@ def _forward_rows(start, stop, w_hh_t, w_blocks, b_ih, b_hh, h0, lengths, revers
     scratch = product_scratch(h, 3 * hidden, w_blocks)
     for step in range(n_steps):
         t = time_index(step, n_steps, reverse)
-        copy_rows(h, h_prev[t], start)
+        if keep:
+            copy_rows(h, h_prev[t], start)
         recurrent_product(h, w_hh_t, w_blocks, recurrent, scratch)
         for row in range(stop - start):
             b = start + row
@@ -53,7 +56,8 @@ def _forward_rows(start, stop, w_hh_t, w_blocks, b_ih, b_hh, h0, lengths, revers
                 gates[t, b, k] = sigmoid(gates[t, b, k] + b_ih[k] + recurrent[row, k] + b_hh[k])
             for j in range(hidden):
                 hn = recurrent[row, 2 * hidden + j] + b_hh[2 * hidden + j]
-                hidden_n[t, b, j] = hn
+                if keep:  # loop-invariant: LLVM compiles the loop once each way
+                    hidden_n[t, b, j] = hn
                 gates[t, b, 2 * hidden + j] = tanh(gates[t, b, 2 * hidden + j]
                                                    + b_ih[2 * hidden + j] + gates[t, b, j] * hn)
             for j in range(hidden):

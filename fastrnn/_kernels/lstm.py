@@ -6,8 +6,9 @@
 Array layout: x (T*B, I); weights are passed transposed, w_ih_t (I, 4H) and
 w_hh_t (H, 4H), for the forward GEMMs and untransposed for BPTT. Caches are
 (T, B, .) in time order: `gates` holds the activated gates, `h_prev`/`c_prev`
-the state each step started from, `tanh_c` tanh(c_t). Steps at or past a
-sequence's length leave its state frozen and give zero output.
+the state each step started from, `tanh_c` tanh(c_t); for inference they are
+empty (0, B, H) and the forward skips them. Steps at or past a sequence's length
+leave its state frozen and give zero output.
 """
 
 import numpy as np
@@ -37,6 +38,7 @@ def _forward_rows(start, stop, w_hh_t, w_blocks, bias, h0, c0, lengths, reverse,
     # Elements are indexed directly rather than through per-row views: each view
     # costs reference counting, which at small H cost more than the arithmetic.
     n_steps = gates.shape[0]
+    keep = h_prev.shape[0] > 0
     hidden = h0.shape[1]
     h = h0[start:stop].copy()
     c = c0[start:stop].copy()
@@ -44,8 +46,9 @@ def _forward_rows(start, stop, w_hh_t, w_blocks, bias, h0, c0, lengths, reverse,
     scratch = product_scratch(h, 4 * hidden, w_blocks)
     for step in range(n_steps):
         t = time_index(step, n_steps, reverse)
-        copy_rows(h, h_prev[t], start)
-        copy_rows(c, c_prev[t], start)
+        if keep:
+            copy_rows(h, h_prev[t], start)
+            copy_rows(c, c_prev[t], start)
         recurrent_product(h, w_hh_t, w_blocks, recurrent, scratch)
         for row in range(stop - start):
             b = start + row
@@ -62,9 +65,10 @@ def _forward_rows(start, stop, w_hh_t, w_blocks, bias, h0, c0, lengths, reverse,
                 tanh_new = tanh(c_new)
                 h_new = gates[t, b, 3 * hidden + j] * tanh_new
                 c[row, j] = c_new
-                tanh_c[t, b, j] = tanh_new
                 h[row, j] = h_new
                 out[t, b, j] = h_new
+                if keep:  # loop-invariant: LLVM compiles the loop once each way
+                    tanh_c[t, b, j] = tanh_new
     copy_rows(h, h_n, start)
     copy_rows(c, c_n, start)
 

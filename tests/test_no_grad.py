@@ -1,0 +1,146 @@
+"""fastrnn.no_grad(): inference that keeps no activations gives the same numbers
+as a forward with gradients enabled, on every kernel path, and a backward after
+it fails with a clear error."""
+
+import contextlib
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+from helpers import layer_backward, layer_forward
+from reference import CELLS
+from test_layers_reference import layer_for, make_case
+
+import fastrnn
+from fastrnn import _cells, _threads
+
+
+def _forward(layer, problem):
+    return layer_forward(layer, problem["x"], problem["h0"], problem["c0"], problem["lengths"])
+
+
+def _assert_same(got, want):
+    for a, b in zip(got, want):
+        if b is None:
+            assert a is None
+        else:
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("path", ["serial", "batch split", "blocked"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_no_grad_forward_equals_forward_with_grad(cell, path, monkeypatch):
+    threads = 1 if path == "serial" else 2
+    if threads > _threads._max_threads():
+        pytest.skip("needs two cores")
+    blocked = path == "blocked"
+
+    def plan(work=None, step_work=None, batch=None):
+        return contextlib.nullcontext(_threads.Plan(min(threads, batch), blocked))
+
+    monkeypatch.setattr(_threads, "kernel_threads", plan)
+    if blocked:
+        monkeypatch.setattr(_cells, "_block_shape",
+                            lambda rows, inner, columns: (inner // 2, columns // 4))
+    problem, _ = make_case(cell, 2, True, seed=5,
+                           sizes=(_cells._MIN_STEPS_FOR_COPY + 2, 3, 5, 8))
+    layer = layer_for(cell, problem)
+    with_grad = _forward(layer, problem)
+    with fastrnn.no_grad():
+        without = _forward(layer, problem)
+    _assert_same(without, with_grad)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_backward_after_no_grad_forward_raises_and_grad_forward_recovers(cell):
+    problem, cotangents = make_case(cell, 1, False, seed=2, sizes=(4, 2, 3, 5))
+    layer = layer_for(cell, problem)
+    with fastrnn.no_grad():
+        assert not fastrnn.is_grad_enabled()
+        _forward(layer, problem)
+    assert fastrnn.is_grad_enabled()
+    with pytest.raises(RuntimeError, match="no_grad"):
+        layer_backward(layer, cotangents["d_out"])
+    assert not np.any(layer._flat_grads)
+    _forward(layer, problem)
+    dx, _, _ = layer_backward(layer, cotangents["d_out"])
+    assert np.all(np.isfinite(dx)) and np.any(layer._flat_grads)
+
+
+def test_no_grad_nests_restores_on_error_and_decorates():
+    with fastrnn.no_grad():
+        with fastrnn.no_grad():
+            assert not fastrnn.is_grad_enabled()
+        assert not fastrnn.is_grad_enabled()
+    assert fastrnn.is_grad_enabled()
+    with pytest.raises(KeyError), fastrnn.no_grad():
+        raise KeyError("inside")
+    assert fastrnn.is_grad_enabled()
+
+    @fastrnn.no_grad()
+    def depth(n):
+        assert not fastrnn.is_grad_enabled()
+        return n if n == 0 else depth(n - 1)
+
+    assert depth(3) == 0
+    assert fastrnn.is_grad_enabled()
+
+
+def test_no_grad_is_per_thread():
+    seen = []
+    inside, release = threading.Event(), threading.Event()
+
+    def infer():
+        with fastrnn.no_grad():
+            inside.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=infer)
+    worker.start()
+    inside.wait(10)
+    seen.append(fastrnn.is_grad_enabled())
+    release.set()
+    worker.join(10)
+    assert seen == [True]
+
+
+def _peak_bytes(function):
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_no_grad_forward_allocates_no_activation_caches(cell):
+    """The caches (T, B, H) arrays per layer and direction are what training keeps:
+    h_prev for every cell, plus c_prev and tanh_c (LSTM) or hidden_n (GRU)."""
+    n_steps, batch, hidden = 40, 8, 64
+    layer = {"rnn": fastrnn.RNN, "lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[cell](
+        hidden, hidden, dtype=np.float32, seed=0)
+    x = np.random.default_rng(0).standard_normal((n_steps, batch, hidden)).astype(np.float32)
+    layer(x)  # compiled, caches warm
+
+    def forward_no_grad():
+        with fastrnn.no_grad():
+            layer(x)
+
+    layer._cache = None
+    with_grad = _peak_bytes(lambda: layer(x))
+    layer._cache = None
+    without = _peak_bytes(forward_no_grad)
+    cache_arrays = {"rnn": 1, "lstm": 3, "gru": 2}[cell]
+    assert with_grad - without >= cache_arrays * n_steps * batch * hidden * 4
+    assert layer._cache is not None and not layer._cache  # nothing kept
+
+
+def test_model_inference_keeps_no_activations():
+    model = fastrnn.SequenceModel.from_text("abcabcabd" * 4, cell="gru", hidden_size=8, seed=0)
+    ids = model.encode("abcab")[:, None]
+    model.predict(ids)
+    assert not model.rnn._cache
+    model.generate("ab", n=3)
+    assert fastrnn.is_grad_enabled() and model.rnn.training
