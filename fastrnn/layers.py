@@ -243,6 +243,9 @@ class _RecurrentLayer:
         c_n = np.empty_like(h0) if self._cell.has_cell_state else None
         layer_inputs, caches, masks = [], [], []
         layer_input = x.reshape(n_steps * batch, -1)
+        # The previous call's activations go now, not after this call's exist too:
+        # keeping both doubled a training step's peak memory.
+        self._cache = None
         with _threads.kernel_threads(self._work(n_steps, batch), self._step_work(batch),
                                     batch) as plan:
             for layer in range(self.num_layers):

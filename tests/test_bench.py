@@ -230,3 +230,21 @@ def test_each_sample_follows_a_settling_run_of_the_same_workload(monkeypatch):
     assert [name for name, _ in alternating] == ["a", "b"] * 3
     # each run: 4 settling calls, then the timed sample of 2 calls
     assert [count for _, count in alternating] == [6] * 6
+
+
+# ------------------------------------------------------------ benchmarks/memory.py
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux only")
+def test_memory_script_reports_at_least_the_activations_a_step_keeps():
+    """An LSTM step keeps the activated gates (T, B, 4H) and four (T, B, H) arrays,
+    then BPTT allocates gate gradients (T, B, 4H): the step must add that much."""
+    n_steps, batch, size = 400, 16, 64
+    script = os.path.join(REPO_ROOT, "benchmarks", "memory.py")
+    result = subprocess.run(
+        [sys.executable, script, "--cells", "lstm", "--frameworks", "fastrnn",
+         "--shapes", f"{n_steps},{batch},{size},{size}", "--threads", "1"],
+        capture_output=True, text=True, timeout=600, check=True)
+    row = result.stdout.strip().splitlines()[-1].split()
+    assert row[:2] == ["lstm", f"{n_steps},{batch},{size},{size}"]
+    step_mb, peak_mb = float(row[2]), float(row[3])
+    kept_mb = (2 * 4 + 4) * n_steps * batch * size * 4 / 2 ** 20
+    assert kept_mb <= step_mb < peak_mb
