@@ -82,6 +82,8 @@ def _no_blocks(inner, dtype):
 def _step_weights(w_hh, n_steps, batch, plan):
     """(W_hh^T, its blocks) for the forward time loop: the kernels use the
     blocks when there are any, else W_hh^T (see _recurrent_weight)."""
+    if n_steps < _MIN_STEPS_FOR_COPY:  # the streaming path, kept short
+        return w_hh.T, _no_blocks(w_hh.shape[1], w_hh.dtype)
     blocks = _weight_blocks(w_hh.T, _rows_per_thread(batch, plan), n_steps, plan.blocked,
                             plan.threads)
     if blocks.shape[0]:
@@ -113,12 +115,11 @@ class ElmanCell:
     def __init__(self, use_relu):
         self.use_relu = use_relu
 
-    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan, keep):
+    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan, keep, h_n, c_n):
         n_steps, batch, hidden = x.shape[0] // h0.shape[0], h0.shape[0], h0.shape[1]
         gates = np.empty((n_steps, batch, hidden), dtype=x.dtype)
         h_prev = _cache_array(n_steps, batch, hidden, x.dtype, keep)
         out = np.empty_like(gates)
-        h_n = np.empty_like(h0)
         buffers = (gates, h_prev, out, h_n)
         inputs = (x, w_ih.T, *_step_weights(w_hh, n_steps, batch, plan),
                   b_ih + b_hh, h0, lengths, reverse, self.use_relu)
@@ -127,7 +128,7 @@ class ElmanCell:
             elman.elman_forward_serial(*inputs, *buffers)
         else:
             elman.elman_forward(*inputs, n_threads, *buffers)
-        return out, h_n, None, (gates, h_prev) if keep else None
+        return out, (gates, h_prev) if keep else None
 
     def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
                  clip_hidden, plan, dw_ih, dw_hh, db_ih, db_hh):
@@ -151,15 +152,13 @@ class LSTMCell:
     n_gates = 4
     has_cell_state = True
 
-    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan, keep):
+    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan, keep, h_n, c_n):
         n_steps, batch, hidden = x.shape[0] // h0.shape[0], h0.shape[0], h0.shape[1]
         gates = np.empty((n_steps, batch, 4 * hidden), dtype=x.dtype)
         h_prev = _cache_array(n_steps, batch, hidden, x.dtype, keep)
         c_prev = _cache_array(n_steps, batch, hidden, x.dtype, keep)
         tanh_c = _cache_array(n_steps, batch, hidden, x.dtype, keep)
         out = np.empty((n_steps, batch, hidden), dtype=x.dtype)
-        h_n = np.empty_like(h0)
-        c_n = np.empty_like(c0)
         buffers = (gates, h_prev, c_prev, tanh_c, out, h_n, c_n)
         inputs = (x, w_ih.T, *_step_weights(w_hh, n_steps, batch, plan),
                   b_ih + b_hh, h0, c0, lengths, reverse)
@@ -168,7 +167,7 @@ class LSTMCell:
             lstm.lstm_forward_serial(*inputs, *buffers)
         else:
             lstm.lstm_forward(*inputs, n_threads, *buffers)
-        return out, h_n, c_n, (gates, h_prev, c_prev, tanh_c) if keep else None
+        return out, (gates, h_prev, c_prev, tanh_c) if keep else None
 
     def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
                  clip_hidden, plan, dw_ih, dw_hh, db_ih, db_hh):
@@ -193,13 +192,12 @@ class GRUCell:
     n_gates = 3
     has_cell_state = False
 
-    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan, keep):
+    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan, keep, h_n, c_n):
         n_steps, batch, hidden = x.shape[0] // h0.shape[0], h0.shape[0], h0.shape[1]
         gates = np.empty((n_steps, batch, 3 * hidden), dtype=x.dtype)
         hidden_n = _cache_array(n_steps, batch, hidden, x.dtype, keep)
         h_prev = _cache_array(n_steps, batch, hidden, x.dtype, keep)
         out = np.empty((n_steps, batch, hidden), dtype=x.dtype)
-        h_n = np.empty_like(h0)
         buffers = (gates, hidden_n, h_prev, out, h_n)
         inputs = (x, w_ih.T, *_step_weights(w_hh, n_steps, batch, plan),
                   b_ih, b_hh, h0, lengths, reverse)
@@ -208,7 +206,7 @@ class GRUCell:
             gru.gru_forward_serial(*inputs, *buffers)
         else:
             gru.gru_forward(*inputs, n_threads, *buffers)
-        return out, h_n, None, (gates, hidden_n, h_prev) if keep else None
+        return out, (gates, hidden_n, h_prev) if keep else None
 
     def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
                  clip_hidden, plan, dw_ih, dw_hh, db_ih, db_hh):

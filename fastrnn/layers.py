@@ -193,7 +193,7 @@ class _RecurrentLayer:
             layout = "(num_layers*num_directions, H)" if unbatched else \
                 "(num_layers*num_directions, B, H)"
             raise shape_error(name, f"{shape} {layout}", array.shape)
-        return array.reshape(shape[0], batch, self.hidden_size)
+        return array.reshape(shape[0], batch, self.hidden_size) if unbatched else array
 
     def _sequence_input(self, x):
         source = x
@@ -254,12 +254,10 @@ class _RecurrentLayer:
                     row = layer * self.num_directions + direction
                     w_ih, w_hh, b_ih, b_hh = self._direction_params(layer, direction)[:4]
                     c0_row = c0[row] if c_n is not None else None
-                    out, h_last, c_last, cache = self._cell.forward(
+                    out, cache = self._cell.forward(
                         layer_input, w_ih, w_hh, b_ih, b_hh, h0[row], c0_row, lengths,
-                        bool(direction), plan, keep)
-                    h_n[row] = h_last
-                    if c_n is not None:
-                        c_n[row] = c_last
+                        bool(direction), plan, keep, h_n[row],
+                        c_n[row] if c_n is not None else None)
                     outputs.append(out)
                     caches.append(cache)
                 layer_inputs.append(layer_input)
