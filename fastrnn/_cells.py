@@ -12,13 +12,13 @@ from ._kernels import elman, gru, lstm
 from ._kernels.sequence import fill_weight_blocks, fill_weight_blocks_parallel
 
 
-def _recurrent_weight(w_hh, n_steps):
-    """W_hh^T (H, G) for the per-step products. For a small W_hh and a long enough
-    sequence, a row-major copy: BLAS runs the smallest per-step products up to
-    twice as fast on it as on the transposed view (measured: (16, 32) x (32, 128)
-    in 1.2 against 2.7 us). From about (32, 128) x (128, 512) on both layouts run
-    alike, and a streaming call (T = 1) would pay the copy for one step."""
-    if w_hh.size <= _SMALL_WEIGHT and n_steps >= _MIN_STEPS_FOR_COPY:
+def _recurrent_weight(w_hh):
+    """W_hh^T (H, G) for the per-step products of a sequence of at least
+    _MIN_STEPS_FOR_COPY steps. For a small W_hh, a row-major copy: BLAS runs the
+    smallest per-step products up to twice as fast on it as on the transposed
+    view (measured: (16, 32) x (32, 128) in 1.2 against 2.7 us). From about
+    (32, 128) x (128, 512) on both layouts run alike."""
+    if w_hh.size <= _SMALL_WEIGHT:
         return np.ascontiguousarray(w_hh.T)
     return w_hh.T
 
@@ -63,7 +63,9 @@ def _weight_blocks(w, rows, n_steps, blocked, threads=1):
         return _no_blocks(inner, w.dtype)
     k_width, width = shape
     blocks = np.empty((inner // k_width, columns // width, k_width, width), dtype=w.dtype)
-    transposed = not w.flags.c_contiguous  # W_hh^T, a view of the stored W_hh
+    # Not C-contiguous: W_hh^T, a view of the stored W_hh (any other layout is
+    # made contiguous first).
+    transposed = not w.flags.c_contiguous
     source = np.ascontiguousarray(w.T if transposed else w)
     if threads > 1 and w.size >= _PARALLEL_COPY_SIZE:
         fill_weight_blocks_parallel(source, transposed, blocks, threads)
@@ -81,14 +83,16 @@ def _no_blocks(inner, dtype):
 
 def _step_weights(w_hh, n_steps, batch, plan):
     """(W_hh^T, its blocks) for the forward time loop: the kernels use the
-    blocks when there are any, else W_hh^T (see _recurrent_weight)."""
-    if n_steps < _MIN_STEPS_FOR_COPY:  # the streaming path, kept short
+    blocks when there are any, else W_hh^T (see _recurrent_weight). A short
+    sequence (a streaming call) would pay a copy of the weight for a step or
+    two: it takes the transposed view, with no blocks."""
+    if n_steps < _MIN_STEPS_FOR_COPY:
         return w_hh.T, _no_blocks(w_hh.shape[1], w_hh.dtype)
     blocks = _weight_blocks(w_hh.T, _rows_per_thread(batch, plan), n_steps, plan.blocked,
                             plan.threads)
     if blocks.shape[0]:
         return w_hh.T, blocks
-    return _recurrent_weight(w_hh, n_steps), blocks
+    return _recurrent_weight(w_hh), blocks
 
 
 def _backward_blocks(w_hh, d_out, plan):

@@ -16,16 +16,20 @@ class no_grad(contextlib.ContextDecorator):  # noqa: N801 (torch's spelling)
     """Context manager (or decorator) for inference: forward calls on this thread
     keep no activations for backward, so they write and allocate less; a backward
     call after such a forward raises. Nests; the previous mode comes back on exit.
+
+    The modes to restore live on a per-thread stack, so one instance may be
+    entered again, nested or from several threads. As a decorator it covers the
+    function's call: a generator function's body runs later, outside it.
     A class rather than a generator: entering costs a streaming call less."""
 
-    def _recreate_cm(self):
-        return type(self)()  # a decorated function may recurse: one instance per entry
-
     def __enter__(self):
-        self._previous = is_grad_enabled()
+        stack = getattr(_state, "stack", None)
+        if stack is None:
+            stack = _state.stack = []
+        stack.append(is_grad_enabled())
         _state.enabled = False
         return self
 
     def __exit__(self, *exc_info):
-        _state.enabled = self._previous
+        _state.enabled = _state.stack.pop()
         return False

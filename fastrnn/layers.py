@@ -24,8 +24,10 @@ from ._validate import (
     shape_error,
 )
 
-# The cache a forward call under no_grad() leaves: backward explains itself.
+# Caches that hold no activations, so that backward can say why: a forward
+# call under no_grad(), and one that raised after dropping the previous call's.
 _NO_GRAD_FORWARD = types.MappingProxyType({})
+_UNFINISHED_FORWARD = types.MappingProxyType({})
 
 
 class _RecurrentLayer:
@@ -245,7 +247,7 @@ class _RecurrentLayer:
         layer_input = x.reshape(n_steps * batch, -1)
         # The previous call's activations go now, not after this call's exist too:
         # keeping both doubled a training step's peak memory.
-        self._cache = None
+        self._cache = _UNFINISHED_FORWARD
         with _threads.kernel_threads(self._work(n_steps, batch), self._step_work(batch),
                                     batch) as plan:
             for layer in range(self.num_layers):
@@ -321,6 +323,10 @@ class _RecurrentLayer:
         if cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward: "
                                "call the layer on an input first")
+        if cache is _UNFINISHED_FORWARD:
+            raise RuntimeError(f"{type(self).__name__}.backward: the last forward call "
+                               "raised before it finished, and its activations (and the "
+                               "previous call's) are gone; call the layer again")
         if cache is _NO_GRAD_FORWARD:
             raise RuntimeError(f"{type(self).__name__}.backward needs the activations of a "
                                "forward call made with gradients enabled; the last forward "

@@ -111,11 +111,11 @@ def fill_weight_blocks(w, transposed, blocks, first, last):
             for i0 in range(0, k_width, 16):
                 cols = min(16, k_width - i0)
                 col0 = k_block * k_width + i0
-                if rows == 16 and cols == 16 and width % 16 == 0:
+                j0 = row0 % width
+                if rows == 16 and cols == 16 and j0 + 16 <= width:
                     # Whole tile, its rows side by side in one block: constant
                     # trip counts, which LLVM unrolls and vectorises (2.6x faster).
                     block = blocks[k_block, row0 // width]
-                    j0 = row0 % width
                     for r in range(16):
                         for i in range(16):
                             tile[i, r] = w[row0 + r, col0 + i]
