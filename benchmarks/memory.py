@@ -21,7 +21,10 @@ measured steps (a full-length warm-up let torch's measured steps reuse the
 activations it freed after backward, while fastrnn's warm-up layer keeps its
 own for a later backward). Where a short sequence runs fastrnn's serial
 kernels and the full one its parallel ones (RNN and GRU at the small shape),
-the first start of its worker threads falls within the measurement.
+the first start of its worker threads falls within the measurement. Memory
+that the warm-up left resident (freed heap pages, BLAS buffers, temporaries as
+large as a weight, which do not shrink with the sequence) can still serve the
+measured steps and hide from "step MB": compare "peak MB" too.
 
 Not an asv benchmark (asv's peakmem_ is the whole process's peak, fastrnn alone).
 """
