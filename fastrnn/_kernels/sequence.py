@@ -210,13 +210,19 @@ def rows_dot(a, b, out, n_threads):
 
 
 @kernel
+def add_column_sums(matrix, row0, row1, col0, col1, out):
+    """out[col0:col1] += column sums of matrix[row0:row1, col0:col1]."""
+    for row in range(row0, row1):
+        for col in range(col0, col1):
+            out[col] += matrix[row, col]
+
+
+@kernel
 def accumulate_param_grads(d_gates, inputs, d_weight, d_bias):
     """Single-threaded accumulate_param_grads_parallel."""
     n_rows, n_gates = d_gates.shape
     accumulate_at_transposed(d_gates, inputs, d_weight, 0, n_rows, 0, n_gates)
-    for row in range(n_rows):
-        for col in range(n_gates):
-            d_bias[col] += d_gates[row, col]
+    add_column_sums(d_gates, 0, n_rows, 0, n_gates, d_bias)
 
 
 @parallel_kernel
@@ -250,9 +256,7 @@ def accumulate_param_grads_parallel(d_gates, inputs, d_weight, d_bias, n_threads
                 accumulate_at_transposed(d_gates, inputs, d_weight, start, stop, 0, n_gates)
             else:
                 np.dot(d_gates[start:stop].T, inputs[start:stop], parts[chunk - 1])
-            for row in range(start, stop):
-                for col in range(n_gates):
-                    bias_parts[chunk, col] += d_gates[row, col]
+            add_column_sums(d_gates, start, stop, 0, n_gates, bias_parts[chunk])
         # Explicit loops: in a parallel kernel an array expression becomes a nested
         # parallel loop of its own, slower to compile and to start.
         for chunk in prange(n_chunks):
@@ -270,6 +274,4 @@ def accumulate_param_grads_parallel(d_gates, inputs, d_weight, d_bias, n_threads
         start, stop = chunk_bounds(chunk, n_chunks, units)
         start, stop = min(16 * start, n_gates), min(16 * stop, n_gates)
         accumulate_at_transposed(d_gates, inputs, d_weight, 0, n_rows, start, stop - start)
-        for row in range(n_rows):
-            for col in range(start, stop):
-                d_bias[col] += d_gates[row, col]
+        add_column_sums(d_gates, 0, n_rows, start, stop, d_bias)
