@@ -7,9 +7,9 @@ import functools
 
 import numpy as np
 
-from . import _blas
+from . import _blas, _threads
 from ._kernels import elman, gru, lstm
-from ._kernels.sequence import fill_weight_blocks, fill_weight_blocks_parallel
+from ._kernels.sequence import fill_weight_blocks, fill_weight_blocks_parallel, product_scratch
 
 
 def _recurrent_weight(w_hh):
@@ -67,11 +67,15 @@ def _weight_blocks(w, rows, n_steps, blocked, threads=1):
     # made contiguous first).
     transposed = not w.flags.c_contiguous
     source = np.ascontiguousarray(w.T if transposed else w)
-    if threads > 1 and w.size >= _PARALLEL_COPY_SIZE:
+    if _fills_in_parallel(w, threads):
         fill_weight_blocks_parallel(source, transposed, blocks, threads)
     else:
         fill_weight_blocks(source, transposed, blocks, 0, source.shape[0])
     return blocks
+
+
+def _fills_in_parallel(w, threads):
+    return threads > 1 and w.size >= _PARALLEL_COPY_SIZE
 
 
 @functools.lru_cache(maxsize=64)
@@ -87,19 +91,50 @@ def _step_weights(w_hh, n_steps, batch, plan):
     sequence (a streaming call) would pay a copy of the weight for a step or
     two: it takes the transposed view, with no blocks."""
     if n_steps < _MIN_STEPS_FOR_COPY:
-        return w_hh.T, _no_blocks(w_hh.shape[1], w_hh.dtype)
-    blocks = _weight_blocks(w_hh.T, _rows_per_thread(batch, plan), n_steps, plan.blocked,
-                            plan.threads)
-    if blocks.shape[0]:
-        return w_hh.T, blocks
-    return _recurrent_weight(w_hh), blocks
+        weights = w_hh.T, _no_blocks(w_hh.shape[1], w_hh.dtype)
+    else:
+        blocks = _weight_blocks(w_hh.T, _rows_per_thread(batch, plan), n_steps, plan.blocked,
+                                plan.threads)
+        weights = (w_hh.T, blocks) if blocks.shape[0] else (_recurrent_weight(w_hh), blocks)
+    if _threads.observing():
+        _report("forward", w_hh, n_steps, batch, plan, *weights)
+    return weights
 
 
 def _backward_blocks(w_hh, d_out, plan):
     """Blocks of W_hh (G, H) for BPTT's per-step dh = dG W_hh."""
     n_steps, batch = d_out.shape[:2]
-    return _weight_blocks(w_hh, _rows_per_thread(batch, plan), n_steps, plan.blocked,
-                          plan.threads)
+    blocks = _weight_blocks(w_hh, _rows_per_thread(batch, plan), n_steps, plan.blocked,
+                            plan.threads)
+    if _threads.observing():
+        _report("backward", w_hh, n_steps, batch, plan, w_hh, blocks)
+    return blocks
+
+
+def _report(pass_name, w_hh, n_steps, batch, plan, step_weight, blocks):
+    """Tells _threads.observed_runs which path one direction's kernel call takes:
+    its plan, and its per-step product: "blocked" (weight blocks, `block_grid`
+    row chunks x column blocks, copied by all threads if `parallel_fill`),
+    "weight_major", "weight_copy" (a contiguous W_hh^T), "transposed_view", or
+    "plain" (BPTT's unblocked product on W_hh itself)."""
+    rows = _rows_per_thread(batch, plan)
+    if blocks.shape[0]:
+        product = "blocked"
+    elif pass_name == "backward":
+        product = "plain"
+    elif product_scratch(np.empty((rows, w_hh.shape[1]), w_hh.dtype), w_hh.shape[0],
+                         blocks)[1].shape[0]:
+        product = "weight_major"
+    elif step_weight.flags.c_contiguous:
+        product = "weight_copy"
+    else:
+        product = "transposed_view"
+    _threads.report_run({
+        "pass": pass_name, "threads": plan.threads, "blocked": plan.blocked,
+        "blas_threads": plan.blas_threads, "product": product,
+        "block_grid": blocks.shape[:2],
+        "parallel_fill": bool(blocks.shape[0]) and _fills_in_parallel(w_hh, plan.threads),
+        "rows_per_thread": rows, "steps": n_steps, "batch": batch})
 
 
 def _cache_array(n_steps, batch, width, dtype, keep):

@@ -143,13 +143,17 @@ if STRATEGY not in ("auto", "blas", "batch"):
 
 class Plan(NamedTuple):
     """How a call's kernels run: `threads` batch slices (1: the single-threaded
-    kernels), and whether BLAS runs single-threaded, so that per-step products
-    may be split into small-matrix blocks (`blocked`)."""
+    kernels), whether the per-step products may be split into small-matrix
+    blocks (`blocked`), and the threads BLAS runs on (`blas_threads`; 1 whenever
+    the batch is split)."""
     threads: int
     blocked: bool
+    blas_threads: int = 1
 
 
 _UNTOUCHED = contextlib.nullcontext(Plan(1, _blas.small_matrix_kernels))
+_forced_plan = None
+_forcing_lock = threading.Lock()
 
 
 def kernel_threads(work=None, step_work=None, batch=None):
@@ -158,9 +162,45 @@ def kernel_threads(work=None, step_work=None, batch=None):
     `work` is the call's multiply-adds, `step_work` those of one step's recurrent
     product, `batch` the rows the batch strategy may split.
     """
+    if _forced_plan is not None:
+        return _applied(_forced_for(batch))
     if work is not None and work < SERIAL_WORK:
         return _UNTOUCHED  # a plain object: streaming calls skip the generator's cost
-    return _applied_threads(work, step_work, batch)
+    return _applied(_chosen_plan(work, step_work, batch))
+
+
+@contextlib.contextmanager
+def forced_plan(threads=1, blocked=False, blas_threads=1):
+    """Every kernel call in the body runs this plan, whatever its size and the
+    strategy: `threads` batch slices (at most the batch's rows; 1 in a forked
+    child of an OpenMP parent), per-step products in blocks or not, and BLAS on
+    `blas_threads` threads when the batch is not split. For tests, which must
+    reach every path the kernels can take on any machine. Not nestable."""
+    global _forced_plan
+    limit = _max_threads()
+    for name, value in (("threads", threads), ("blas_threads", blas_threads)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            raise ValueError(f"{name} must be an integer between 1 and {limit} "
+                             f"(NUMBA_NUM_THREADS), got {value!r}")
+    if threads > 1 and blas_threads != 1:
+        raise ValueError("blas_threads must be 1 when the batch is split (threads > 1)")
+    with _forcing_lock:
+        if _forced_plan is not None:
+            raise RuntimeError("forced_plan is already in force")
+        _forced_plan = Plan(threads, bool(blocked), blas_threads)
+    try:
+        yield _forced_plan
+    finally:
+        _forced_plan = None
+
+
+def _forced_for(batch):
+    threads, blocked, blas_threads = _forced_plan
+    if batch is not None:
+        threads = min(threads, batch)
+    if _forked_after_openmp:
+        threads = 1
+    return Plan(threads, blocked, blas_threads if threads == 1 else 1)
 
 
 def _batch_split(batch):
@@ -174,27 +214,57 @@ def _batch_split(batch):
     return 1
 
 
-@contextlib.contextmanager
-def _applied_threads(work, step_work, batch):
+def _chosen_plan(work, step_work, batch):
     threads = _batch_split(batch)
-    if threads == 1:
-        small = (work is not None and work < SINGLE_THREAD_WORK
-                 or step_work is not None and step_work < STEP_SPLIT_WORK)
-        blas_threads = 1 if small else _num_threads
-        with _blas.limited(blas_threads):
-            yield Plan(1, blas_threads == 1 and _blas.small_matrix_kernels)
+    if threads > 1:
+        return Plan(threads, _blas.small_matrix_kernels)
+    small = (work is not None and work < SINGLE_THREAD_WORK
+             or step_work is not None and step_work < STEP_SPLIT_WORK)
+    blas_threads = 1 if small else _num_threads
+    return Plan(1, blas_threads == 1 and _blas.small_matrix_kernels, blas_threads)
+
+
+@contextlib.contextmanager
+def _applied(plan):
+    if plan.threads == 1:
+        with _blas.limited(plan.blas_threads):
+            yield plan
         return
     with _serialised(), _blas.limited(1):
-        plan = Plan(threads, _blas.small_matrix_kernels)
         previous = numba.get_num_threads()
-        if previous == threads:
+        if previous == plan.threads:
             yield plan
             return
-        numba.set_num_threads(threads)
+        numba.set_num_threads(plan.threads)
         try:
             yield plan
         finally:
             numba.set_num_threads(previous)
+
+
+# Observers of the plans calls run (tests assert which path a call took).
+_observers = []
+
+
+@contextlib.contextmanager
+def observed_runs():
+    """Collects a dict for each direction's kernel call made in the body (from
+    any thread): see _cells for its keys."""
+    runs = []
+    _observers.append(runs)
+    try:
+        yield runs
+    finally:
+        _observers.remove(runs)
+
+
+def observing():
+    return bool(_observers)
+
+
+def report_run(record):
+    for runs in _observers:
+        runs.append(record)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,14 @@ _TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
+# Tests force plans that split the batch across up to 3 threads on any machine
+# (fastrnn._threads.forced_plan), which numba allows only up to NUMBA_NUM_THREADS;
+# fastrnn's own default stays the cores this process may use.
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+os.environ.setdefault("NUMBA_NUM_THREADS", str(max(3, _CORES)))
+os.environ.setdefault("FASTRNN_NUM_THREADS",
+                      str(min(_CORES, int(os.environ["NUMBA_NUM_THREADS"]))))
+
 from helpers import random_params
 
 settings.register_profile("fastrnn", deadline=None, max_examples=25)
