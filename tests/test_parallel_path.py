@@ -15,6 +15,8 @@ from fastrnn import _threads
 
 
 def _run(cell, force_parallel, monkeypatch, threads):
+    """Forward + backward with the strategy forced; returns the results and the
+    thread counts the calls' plans ran."""
     monkeypatch.setattr(_threads, "SERIAL_WORK", 0 if force_parallel else 1 << 60)
     monkeypatch.setattr(_threads, "SINGLE_THREAD_WORK", 0)
     monkeypatch.setattr(_threads, "STEP_SPLIT_WORK", 0)
@@ -26,27 +28,32 @@ def _run(cell, force_parallel, monkeypatch, threads):
     h0 = rng.standard_normal((4, 5, 5))
     c0 = h0 * 0.5 if cell == "lstm" else None
     lengths = np.array([9, 4, 1, 9, 6])
-    out, h_n, c_n = layer_forward(layer, x, h0, c0, lengths)
-    d_out = rng.standard_normal(out.shape)
-    dx, dh0, _ = layer_backward(layer, d_out, rng.standard_normal(h_n.shape),
-                                None if c_n is None else np.ones_like(c_n), max_norm=2.0,
-                                clip_hidden=1.5)
-    return [out, h_n, dx, dh0, layer._flat_grads.copy(), np.array(layer.grad_norm)]
+    with _threads.observed_runs() as runs:
+        out, h_n, c_n = layer_forward(layer, x, h0, c0, lengths)
+        d_out = rng.standard_normal(out.shape)
+        dx, dh0, _ = layer_backward(layer, d_out, rng.standard_normal(h_n.shape),
+                                    None if c_n is None else np.ones_like(c_n), max_norm=2.0,
+                                    clip_hidden=1.5)
+    results = [out, h_n, dx, dh0, np.concatenate([g.ravel() for g in layer.grads.values()]),
+               np.array(layer.grad_norm)]
+    return results, {run["threads"] for run in runs}
 
 
+@pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("cell", CELLS)
-def test_parallel_kernels_match_serial_kernels(cell, monkeypatch):
+def test_parallel_kernels_match_serial_kernels(cell, threads, monkeypatch):
+    if threads > _threads._max_threads():
+        # tests/conftest.py raises NUMBA_NUM_THREADS to 3 unless the user set it lower
+        pytest.skip(f"NUMBA_NUM_THREADS is below {threads}")
     threads_before = fastrnn.get_num_threads()
     try:
-        serial = _run(cell, False, monkeypatch, threads_before)
-        for threads in sorted({1, 2, threads_before}):
-            if threads > threads_before:
-                continue
-            parallel = _run(cell, True, monkeypatch, threads)
-            for got, want in zip(parallel, serial):
-                assert max_rel_error(got, want) <= 1e-13
+        serial, serial_threads = _run(cell, False, monkeypatch, threads)
+        parallel, parallel_threads = _run(cell, True, monkeypatch, threads)
     finally:
         fastrnn.set_num_threads(threads_before)
+    assert serial_threads == {1} and parallel_threads == {threads}
+    for got, want in zip(parallel, serial):
+        assert max_rel_error(got, want) <= 1e-13
 
 
 @pytest.mark.parametrize("work, step_work, blas_threads", [
