@@ -1,9 +1,14 @@
-"""Property tests (hypothesis): over small random shapes, cells, depths, directions,
-layouts and lengths, fastrnn's float64 layers equal the numpy reference, and the
-clipping options of backward behave as promised."""
+"""Property tests (hypothesis): over random shapes, cells, depths, directions,
+layouts, lengths and execution plans (threads, blocked or plain per-step products,
+the weights cut into drawn blocks), fastrnn's float64 layers equal the numpy
+reference, and the clipping options of backward behave as promised."""
 
 from __future__ import annotations
 
+import contextlib
+from unittest import mock
+
+import numba
 import numpy as np
 import reference
 from helpers import layer_backward, layer_forward, make_layer, max_rel_error, random_params
@@ -16,6 +21,8 @@ from reference import (
     reference_forward,
 )
 
+from fastrnn import _cells, _threads
+
 OUTPUT_ATOL = 1e-10
 GRAD_RTOL = 1e-9
 
@@ -24,10 +31,11 @@ GRAD_RTOL = 1e-9
 def problems(draw):
     """A random small problem: config, params, inputs, states, lengths, cotangents."""
     cell = draw(st.sampled_from(CELLS))
-    T = draw(st.integers(1, 6))
-    B = draw(st.integers(1, 4))
-    I = draw(st.integers(1, 4))
-    H = draw(st.integers(1, 5))
+    # half the sequences reach the weight copies and blocks (_MIN_STEPS_FOR_COPY steps)
+    T = draw(st.integers(1, 6) | st.integers(_cells._MIN_STEPS_FOR_COPY, 20))
+    B = draw(st.integers(1, 6))
+    I = draw(st.integers(1, 8))
+    H = draw(st.integers(1, 40))
     num_layers = draw(st.integers(1, 2))
     bidirectional = draw(st.booleans())
     batch_first = draw(st.booleans())
@@ -41,7 +49,9 @@ def problems(draw):
     shape = (num_layers * D, B, H)
     lstm = cell == "lstm"
     give_state = draw(st.booleans())
+    plan = draw(plans())
     return {
+        "plan": plan,
         "cell": cell, "sizes": (T, B, I, H), "num_layers": num_layers,
         "bidirectional": bidirectional, "batch_first": batch_first, "bias": bias,
         "params": random_params(cell, I, H, num_layers, bidirectional, bias, rng=rng,
@@ -54,6 +64,36 @@ def problems(draw):
         "d_hn": rng.standard_normal(shape),
         "d_cn": rng.standard_normal(shape) if lstm else None,
     }
+
+
+@st.composite
+def plans(draw):
+    """A forced plan (threads, blocked, BLAS threads) and, for blocked plans, how
+    many row chunks and column blocks each per-step weight is cut into (where
+    they divide it), so that small problems reach the multi-block products."""
+    threads = draw(st.integers(1, min(3, numba.config.NUMBA_NUM_THREADS)))
+    blocked = draw(st.booleans())
+    blas_threads = draw(st.integers(1, 2)) if threads == 1 else 1
+    cuts = (draw(st.sampled_from([1, 2, 4])), draw(st.sampled_from([1, 2, 3, 4]))) \
+        if blocked else None
+    return threads, blocked, blas_threads, cuts
+
+
+def _cut_blocks(k_chunks, n_blocks):
+    def block_shape(rows, inner, columns):
+        return (inner // k_chunks if inner % k_chunks == 0 else inner,
+                columns // n_blocks if columns % n_blocks == 0 else columns)
+    return block_shape
+
+
+@contextlib.contextmanager
+def _plan(plan):
+    threads, blocked, blas_threads, cuts = plan
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_threads.forced_plan(threads, blocked, blas_threads))
+        if cuts is not None:
+            stack.enter_context(mock.patch.object(_cells, "_block_shape", _cut_blocks(*cuts)))
+        yield
 
 
 def _ref_problem(p):
@@ -76,8 +116,9 @@ def run_fast(p, **clipping):
     x, d_out = p["x"], p["d_out"]
     if p["batch_first"]:
         x, d_out = x.transpose(1, 0, 2), d_out.transpose(1, 0, 2)
-    out, h_n, c_n = layer_forward(layer, x, p["h0"], p["c0"], p["lengths"])
-    dx, dh0, dc0 = layer_backward(layer, d_out, p["d_hn"], p["d_cn"], **clipping)
+    with _plan(p["plan"]):
+        out, h_n, c_n = layer_forward(layer, x, p["h0"], p["c0"], p["lengths"])
+        dx, dh0, dc0 = layer_backward(layer, d_out, p["d_hn"], p["d_cn"], **clipping)
     if p["batch_first"]:
         out, dx = out.transpose(1, 0, 2), dx.transpose(1, 0, 2)
     return layer, (out, h_n, c_n, dx, dh0, dc0)
