@@ -114,6 +114,20 @@ class _RecurrentLayer:
         """Inference mode: no dropout."""
         return self.train(False)
 
+    def seed_dropout(self, seed):
+        """Restart the dropout generator from `seed` (an int >= 0, a SeedSequence or None).
+
+        The masks of the training-mode forward calls that follow are drawn from
+        ``numpy.random.default_rng(seed)``: each call draws, for k = 0 .. num_layers-2
+        in turn, ``keep = rng.random((T, B, D*H)) >= dropout`` (time-major whatever
+        `batch_first`), and layer k+1 reads layer k's output times
+        ``keep / (1 - dropout)``. Calls in eval mode, or with dropout 0, draw nothing.
+        Reseeding before each of several calls makes them use the same masks (a
+        gradient check of a layer with dropout does this). Returns the layer.
+        """
+        self._dropout_rng = np.random.default_rng(seed_sequence(seed))
+        return self
+
     def _dropout_mask(self, shape):
         """Inverted-dropout mask (kept units scaled by 1/(1-p)), or None when inactive."""
         if not (self.training and self.dropout > 0.0):

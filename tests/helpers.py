@@ -251,3 +251,35 @@ def unflatten_params(model, vector):
         offset += value.size
     assert offset == len(vector)
     return state
+
+
+def ragged_lengths(rng, batch, seq_len, full):
+    """Random lengths in [1, T], not all equal, at least one shorter than T (needs B >= 2,
+    and T >= 3 without `full`).
+
+    full=True: at least one sequence also spans all T steps;
+    full=False: every sequence is shorter than T, so max(lengths) < T.
+    """
+    if batch < 2 or seq_len < (2 if full else 3):
+        raise ValueError(f"cannot make ragged lengths for T={seq_len}, B={batch}, full={full}")
+    longest, shorter = rng.choice(batch, size=2, replace=False)
+    if full:
+        lengths = rng.integers(1, seq_len + 1, size=batch)
+        lengths[longest] = seq_len
+        lengths[shorter] = rng.integers(1, seq_len)
+    else:
+        lengths = rng.integers(1, seq_len, size=batch)
+        if lengths.min() == lengths.max():  # make two of them differ
+            others = [n for n in range(1, seq_len) if n != lengths[longest]]
+            lengths[shorter] = rng.choice(others)
+    return lengths.astype(np.int64)
+
+
+def assert_ragged(lengths, seq_len, full):
+    """The lengths a 'len' test case claims: not all equal, some sequence shorter than T;
+    with full, one spanning all T steps, without it none (max(lengths) < T)."""
+    lengths = np.asarray(lengths)
+    assert lengths.min() < lengths.max(), f"lengths {lengths} are all equal"
+    assert lengths.min() < seq_len, f"lengths {lengths} are not ragged (T={seq_len})"
+    assert (lengths.max() == seq_len) == bool(full), (
+        f"lengths {lengths}: max {'should' if full else 'should not'} reach T={seq_len}")

@@ -6,6 +6,7 @@ than skips when scikit-learn is missing, so CI cannot silently stop covering it.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -45,10 +46,26 @@ def test_help(name):
         assert flag in out
 
 
+def assert_char_model_learned(out):
+    """Training lowered the loss, and the held-out loss beats the uniform guess over the
+    vocabulary (ln of the number of distinct characters), with nats and bits agreeing."""
+    distinct = int(re.search(r"characters, (\d+) distinct", out).group(1))
+    logged = [float(v) for v in re.findall(r"step +\d+  loss (\d+\.\d+) nats/char", out)]
+    summary = re.search(r"trained (\d+) steps in .*; final train loss (\d+\.\d+), "
+                        r"validation loss (\d+\.\d+) nats/char \((\d+\.\d+) bits/char\)", out)
+    assert summary and len(logged) >= 2, out
+    steps, final, valid, bits = (int(summary.group(1)), float(summary.group(2)),
+                                 float(summary.group(3)), float(summary.group(4)))
+    assert steps == 30  # --quick
+    assert final == logged[-1] < logged[0]
+    assert valid < math.log(distinct), (valid, distinct)
+    assert bits == pytest.approx(valid / math.log(2), abs=0.01)
+
+
 def test_char_rnn_quick(tmp_path):
     checkpoint = tmp_path / "chars.npz"
     out = run_example("char_rnn.py", "--quick", "--seed", "1", "--save", str(checkpoint))
-    assert re.search(r"trained \d+ steps in .* validation loss \d+\.\d+ nats/char", out)
+    assert_char_model_learned(out)
     assert "--- sample at temperature 0.7 ---" in out
     assert "--- sample at temperature 1.0 ---" in out
     assert "fastrnn.load reproduces the sample: yes" in out
@@ -61,15 +78,29 @@ def test_char_rnn_reads_a_text_file(tmp_path):
     out = run_example("char_rnn.py", "--quick", "--text", str(corpus), "--prime", "the ")
     assert f"corpus: {corpus}: 18,000 characters, 28 distinct" in out
     assert "--- sample at temperature 0.7 ---\nthe " in out
+    assert_char_model_learned(out)
 
 
 def test_adding_problem_quick(tmp_path):
     plot = tmp_path / "curves.png"
     out = run_example("adding_problem.py", "--quick", "--plot", str(plot))
-    assert re.search(r"predicting 1\.0 scores MSE 0\.1\d+", out)
+    trivial = re.search(r"predicting 1\.0 scores MSE (0\.1\d+)", out)
+    assert trivial, out
+    trivial = float(trivial.group(1))
+    # The sum of two U(0, 1) numbers has variance 1/6: predicting its mean 1.0 scores that,
+    # up to the sampling error of 200 test sequences (sd of the estimate ~0.011).
+    assert abs(trivial - 1 / 6) < 0.05
+    steps = int(re.search(r"(\d+) steps per model", out).group(1))
     for cell in ("RNN", "LSTM"):
-        assert re.search(rf"{cell}: MSE < 0\.01 (after \d+ steps|not reached in \d+ steps); "
-                         r"final test MSE \d+\.\d+", out), out
+        match = re.search(rf"{cell}: MSE < 0\.01 (after (\d+) steps|not reached in (\d+) "
+                          r"steps); final test MSE (\d+\.\d+) \((\d+\.\d+)% of trivial\)", out)
+        assert match, out
+        if match.group(2):
+            assert 1 <= int(match.group(2)) <= steps
+        else:
+            assert int(match.group(3)) == steps
+        mse, percent = float(match.group(4)), float(match.group(5))
+        assert percent == pytest.approx(100 * mse / trivial, abs=0.1)
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -82,10 +113,16 @@ def test_adding_problem_quick(tmp_path):
 
 def test_digits_quick():
     out = run_example("digits.py", "--quick")
-    match = re.search(r"test accuracy (\d+\.\d+)%", out.split("\n\n")[-1])
+    n_test = int(re.search(r"(\d+) test images", out).group(1))
+    match = re.search(r"train accuracy (\d+\.\d+)%, test accuracy (\d+\.\d+)% "
+                      r"\((\d+)/(\d+) correct\)", out.split("\n\n")[-1])
     assert match, out
+    train, test = float(match.group(1)), float(match.group(2))
+    correct, total = int(match.group(3)), int(match.group(4))
+    assert total == n_test
+    assert test == pytest.approx(100 * correct / total, abs=0.005)
     # Two small epochs are far above chance (10%).
-    assert float(match.group(1)) > 30.0
+    assert train > 30.0 and test > 30.0
 
 
 def test_digits_without_scikit_learn_says_how_to_install_it():
@@ -102,5 +139,14 @@ def test_forecast_quick():
     out = run_example("forecast.py", "--quick")
     model = re.search(r"LSTM model:\s+(\d+\.\d+)", out)
     naive = re.search(r"naive last-value baseline:\s+(\d+\.\d+)", out)
-    assert model and naive, out
-    assert "test RMSE over" in out
+    ratio = re.search(r"model / baseline:\s+(\d+\.\d+) \((better|worse) than the baseline\)",
+                      out)
+    assert model and naive and ratio, out
+    model, naive = float(model.group(1)), float(naive.group(1))
+    # 1000 samples, the last quarter for testing: windows of 48 + 1 leave 202 forecasts.
+    assert "test RMSE over 202 forecasts" in out
+    # 150 quick steps already beat the naive forecast clearly (0.34-0.44 of its RMSE
+    # for seeds 0-5, 0.39 at the default seed 0).
+    assert model < 0.7 * naive, out
+    assert float(ratio.group(1)) == pytest.approx(model / naive, abs=0.002)
+    assert ratio.group(2) == "better"

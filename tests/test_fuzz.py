@@ -7,10 +7,11 @@ run in its own process, so a crash is caught and reported.
 """
 
 import numpy as np
+import pytest
 from helpers import layer_backward, layer_forward, make_layer, max_rel_error
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from reference import CELLS, reference_forward
+from reference import CELLS, reference_backward, reference_clip_grad_norm, reference_forward
 
 DOCUMENTED = (ValueError, TypeError, KeyError, RuntimeError)
 
@@ -97,6 +98,14 @@ def _build(case):
 
 @settings(suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
+# Valid inputs through every code path of a stacked bidirectional layer, run every time
+# (the random draws reach few of them: most are corruptions).
+@example(dict(cell="lstm", steps=4, batch=3, features=2, hidden=3, layers=2,
+              bidirectional=True, dtype=np.float64, use_lengths=True, corruption=None,
+              seed=5))
+@example(dict(cell="gru", steps=5, batch=2, features=3, hidden=2, layers=2,
+              bidirectional=True, dtype=np.float32, use_lengths=False, corruption="fortran",
+              seed=6))
 def test_public_layer_api_gives_a_correct_result_or_a_documented_error(case):
     layer = make_layer(case["cell"], case["features"], case["hidden"], case["layers"],
                        case["bidirectional"], dtype=case["dtype"], seed=1)
@@ -105,7 +114,7 @@ def test_public_layer_api_gives_a_correct_result_or_a_documented_error(case):
     x_before = np.array(x, copy=True)
     try:
         out, h_n, c_n = layer_forward(layer, x, h0, c0, lengths)
-        dx, dh0, _ = layer_backward(layer, d_out, **clipping)
+        dx, dh0, dc0 = layer_backward(layer, d_out, **clipping)
     except DOCUMENTED as error:
         assert bad, f"valid input refused: {error!r}"
         assert str(error)  # every error says what was wrong
@@ -115,12 +124,24 @@ def test_public_layer_api_gives_a_correct_result_or_a_documented_error(case):
     assert out.shape == d_out.shape and dx.shape == np.shape(x)
     x64 = np.asarray(x, dtype=np.float64)
     if np.isfinite(x64).all() and abs(x64).max() < 1e3:
-        expected, expected_h, _ = reference_forward(
-            case["cell"], {k: v.astype(np.float64) for k, v in layer.params.items()}, x64,
-            h0, c0, lengths, case["layers"], case["bidirectional"])
+        params = {k: v.astype(np.float64) for k, v in layer.params.items()}
+        reference_args = (case["cell"], params, x64, h0, c0, lengths, case["layers"],
+                          case["bidirectional"])
+        expected, expected_h, expected_c = reference_forward(*reference_args)
         tolerance = 1e-10 if case["dtype"] == np.float64 else 1e-4
         assert max_rel_error(out, expected) <= tolerance
         assert max_rel_error(h_n, expected_h) <= tolerance
+        # ... and the gradients: dx, dh0 (dc0) and every parameter's, as BPTT gives them.
+        e_dx, e_dh0, e_dc0, e_grads = reference_backward(*reference_args, d_out=d_out)
+        checks = [("dx", dx, e_dx), ("dh0", dh0, e_dh0)]
+        if case["cell"] == "lstm":
+            assert max_rel_error(c_n, expected_c) <= tolerance
+            checks.append(("dc0", dc0, e_dc0))
+        checks += [(name, layer.grads[name], grad) for name, grad in e_grads.items()]
+        assert set(layer.grads) == set(e_grads)
+        for name, actual, wanted in checks:
+            np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), wanted,
+                                       rtol=tolerance, atol=tolerance, err_msg=name)
     elif case["corruption"] == "huge":
         assert np.isfinite(out).all()  # saturates cleanly, no overflow
 
@@ -144,11 +165,83 @@ def model_cases(draw):
     )
 
 
+def _log_sum_exp(z):
+    top = z.max(axis=1, keepdims=True)
+    return (top + np.log(np.exp(z - top).sum(axis=1, keepdims=True)))[:, 0]
+
+
+def reference_model_step(config, params, x, y, lengths):
+    """The loss of a SequenceModel and its gradient for every parameter, from
+    tests/reference.py for the recurrent layers and plain numpy for the head and the
+    loss (the weighted mean over valid elements that fastrnn.losses documents)."""
+    if config["vocab_size"] is not None:  # token ids -> one-hot rows
+        x = np.eye(config["vocab_size"])[x]
+    x = np.asarray(x, dtype=np.float64)
+    n_steps, batch = x.shape[:2]
+    layers, bidirectional = config["num_layers"], config["bidirectional"]
+    D, H = (2 if bidirectional else 1), config["hidden_size"]
+    rnn = {k[4:]: np.asarray(v, dtype=np.float64) for k, v in params.items()
+           if k.startswith("rnn.")}
+    weight = np.asarray(params["head.weight"], dtype=np.float64)
+    bias = np.asarray(params["head.bias"], dtype=np.float64)
+    out, h_n, _ = reference_forward(config["cell"], rnn, x, None, None, lengths, layers,
+                                    bidirectional)
+    if config["output"] == "last":
+        features = h_n[-D:].transpose(1, 0, 2).reshape(batch, D * H)
+        weights = np.ones(batch)
+    else:
+        features = out.reshape(n_steps * batch, D * H)
+        valid = np.ones((n_steps, batch), dtype=bool) if lengths is None else \
+            np.arange(n_steps)[:, None] < np.asarray(lengths)[None, :]
+        weights = valid.reshape(-1).astype(np.float64)
+    z = features @ weight.T + bias
+    if config["loss"] == "cross_entropy":
+        ids = np.asarray(y).reshape(-1)
+        per_row = _log_sum_exp(z) - z[np.arange(len(ids)), ids]
+        loss = np.sum(weights * per_row) / weights.sum()
+        d_z = np.exp(z - _log_sum_exp(z)[:, None])
+        d_z[np.arange(len(ids)), ids] -= 1.0
+        d_z *= (weights / weights.sum())[:, None]
+    else:
+        target = np.asarray(y, dtype=np.float64).reshape(z.shape)
+        count = weights.sum() * z.shape[1]
+        if config["loss"] == "mse":
+            per_element, d_z = (z - target) ** 2, 2.0 * (z - target)
+        else:  # bce with logits, the stable form
+            per_element = np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z)))
+            d_z = 1.0 / (1.0 + np.exp(-z)) - target
+        loss = np.sum(weights[:, None] * per_element) / count
+        d_z = d_z * weights[:, None] / count
+    grads = {"head.weight": d_z.T @ features, "head.bias": d_z.sum(axis=0)}
+    d_features = d_z @ weight
+    if config["output"] == "last":
+        d_hn = np.zeros_like(h_n)
+        d_hn[-D:] = d_features.reshape(batch, D, H).transpose(1, 0, 2)
+        rnn_grads = reference_backward(config["cell"], rnn, x, None, None, lengths, layers,
+                                       bidirectional, d_hn=d_hn)[3]
+    else:
+        rnn_grads = reference_backward(config["cell"], rnn, x, None, None, lengths, layers,
+                                       bidirectional, d_out=d_features.reshape(out.shape))[3]
+    grads.update({f"rnn.{k}": g for k, g in rnn_grads.items()})
+    return float(loss), grads
+
+
 @settings(suppress_health_check=[HealthCheck.too_slow])
 @given(model_cases())
+@example(dict(cell="lstm", vocab=False, output="last", loss="mse", layers=2,
+              bidirectional=True, steps=4, batch=3, use_lengths=True, corruption=None,
+              dtype=np.float64, seed=7))
+@example(dict(cell="gru", vocab=True, output="sequence", loss="cross_entropy", layers=2,
+              bidirectional=True, steps=4, batch=2, use_lengths=True, corruption=None,
+              dtype=np.float32, seed=8))
+@example(dict(cell="rnn", vocab=False, output="sequence", loss="bce", layers=1,
+              bidirectional=False, steps=3, batch=2, use_lengths=False, corruption=None,
+              dtype=np.float64, seed=9))
 def test_model_training_step_gives_a_finite_update_or_a_documented_outcome(case):
-    """train_step either trains (finite loss, weights change), skips a non-finite step
-    (weights unchanged, counted), or raises a documented error for bad input."""
+    """train_step either trains (the loss and the update the reference gives: SGD without
+    momentum moves the weights by -lr times the reference gradient, norm-clipped to
+    max_norm), skips a non-finite step (weights unchanged, counted), or raises a
+    documented error for bad input."""
     from helpers import random_model_batch
 
     import fastrnn
@@ -197,3 +290,20 @@ def test_model_training_step_gives_a_finite_update_or_a_documented_outcome(case)
             np.testing.assert_array_equal(array, before[name])
     else:
         assert np.isfinite(value) and model.skipped_steps == 0
+        if non_finite:
+            return  # a NaN that a relu stopped: the reference's NaN would not be
+        expected_loss, grads = reference_model_step(model.config, before, x, y, lengths)
+        reference_clip_grad_norm(grads, 1.0)  # the model's max_norm
+        tolerance = 1e-9 if case["dtype"] == np.float64 else 1e-4
+        # float32 weights round the update to ~6e-8 at |w| <= 1.
+        step_atol = 1e-11 if case["dtype"] == np.float64 else 1e-6 + 1e-7
+        assert value == pytest.approx(expected_loss, rel=tolerance, abs=tolerance)
+        assert set(grads) == set(before)
+        changed = False
+        for name, array in model.params.items():
+            step = np.asarray(array, dtype=np.float64) - before[name]
+            wanted = -0.1 * grads[name]  # SGD(lr=0.1), no momentum, no weight decay
+            np.testing.assert_allclose(step, wanted, rtol=tolerance, atol=step_atol,
+                                       err_msg=name)
+            changed = changed or bool(np.any(step != 0.0))
+        assert changed, "the weights did not change"

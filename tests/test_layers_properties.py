@@ -124,6 +124,12 @@ def run_fast(p, **clipping):
     return layer, (out, h_n, c_n, dx, dh0, dc0)
 
 
+def assert_close_output(actual, expected, name):
+    """Within OUTPUT_ATOL, scaled up where outputs grow (relu cells over long sequences)."""
+    scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=OUTPUT_ATOL * scale, err_msg=name)
+
+
 def assert_close_grad(actual, expected, name):
     err = max_rel_error(actual, expected)
     assert err <= GRAD_RTOL, f"{name}: relative error {err:.3e}"
@@ -138,12 +144,12 @@ def test_matches_reference(p):
     layer, (out, h_n, c_n, dx, dh0, dc0) = run_fast(p)
     r_out, r_hn, r_cn = reference_forward(p["cell"], **_ref_problem(p))
     r_dx, r_dh0, r_dc0, r_grads = _ref_grads(p)
-    np.testing.assert_allclose(out, r_out, rtol=0, atol=OUTPUT_ATOL)
-    np.testing.assert_allclose(h_n, r_hn, rtol=0, atol=OUTPUT_ATOL)
+    assert_close_output(out, r_out, "out")
+    assert_close_output(h_n, r_hn, "h_n")
     assert_close_grad(dx, r_dx, "dx")
     assert_close_grad(dh0, r_dh0, "dh0")
     if p["cell"] == "lstm":
-        np.testing.assert_allclose(c_n, r_cn, rtol=0, atol=OUTPUT_ATOL)
+        assert_close_output(c_n, r_cn, "c_n")
         assert_close_grad(dc0, r_dc0, "dc0")
     assert set(layer.grads) == set(r_grads)
     for name, grad in r_grads.items():

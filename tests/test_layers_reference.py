@@ -13,10 +13,12 @@ import numba
 import numpy as np
 import pytest
 from helpers import (
+    assert_ragged,
     layer_backward,
     layer_forward,
     make_layer,
     max_rel_error,
+    ragged_lengths,
     random_lengths,
     random_params,
     state_shape,
@@ -37,6 +39,16 @@ GRAD_RTOL = 1e-9
 WEIGHT_SCALE = 0.8
 
 
+def case_lengths(rng, use_lengths, batch, seq_len):
+    """None for False; random in [1, T] for True (all may be T); for "ragged", some
+    sequence shorter than T and one of length T; for "short", all shorter than T."""
+    if not use_lengths:
+        return None
+    if use_lengths is True:
+        return random_lengths(rng, batch, seq_len)
+    return ragged_lengths(rng, batch, seq_len, full={"ragged": True, "short": False}[use_lengths])
+
+
 def make_case(cell, num_layers, bidirectional, use_lengths=True, seed=0, sizes=(T, B, INPUT,
                                                                                 HIDDEN)):
     seq_len, batch, input_size, hidden = sizes
@@ -51,7 +63,7 @@ def make_case(cell, num_layers, bidirectional, use_lengths=True, seed=0, sizes=(
         "x": rng.standard_normal((seq_len, batch, input_size)),
         "h0": rng.standard_normal(shape) * 0.5,
         "c0": rng.standard_normal(shape) * 0.5 if lstm else None,
-        "lengths": random_lengths(rng, batch, seq_len) if use_lengths else None,
+        "lengths": case_lengths(rng, use_lengths, batch, seq_len),
         "num_layers": num_layers,
         "bidirectional": bidirectional,
     }
@@ -110,18 +122,26 @@ def assert_matches_reference(cell, problem, cotangents, layer, fast, clip_hidden
 # Against the reference: lengths and clip_hidden
 # ---------------------------------------------------------------------------
 
-GRID = list(itertools.product(CELLS, ((1, False), (2, True)), (False, True), (None, 0.05)))
+# Lengths: None (every sequence spans T steps, id "full"), "ragged" (id "len": some
+# sequence shorter than T, one of length T) or "short" (id "lenshort": all shorter than T).
+LENGTHS_IDS = {None: "full", "ragged": "len", "short": "lenshort"}
+GRID = list(itertools.product(CELLS, ((1, False), (2, True)), tuple(LENGTHS_IDS),
+                              (None, 0.05)))
 
 
 @pytest.mark.parametrize(
     "cell, shape, use_lengths, clip_hidden", GRID,
-    ids=[f"{c}-L{n}-{'bi' if b else 'uni'}-{'len' if u else 'full'}-clip{h}"
+    ids=[f"{c}-L{n}-{'bi' if b else 'uni'}-{LENGTHS_IDS[u]}-clip{h}"
          for c, (n, b), u, h in GRID],
 )
 def test_matches_reference(cell, shape, use_lengths, clip_hidden):
     num_layers, bidirectional = shape
     seed = GRID.index((cell, shape, use_lengths, clip_hidden))
     problem, cotangents = make_case(cell, num_layers, bidirectional, use_lengths, seed=seed)
+    if use_lengths:
+        assert_ragged(problem["lengths"], T, full=use_lengths == "ragged")
+    else:
+        assert problem["lengths"] is None
     layer = layer_for(cell, problem, batch_first=bool(seed % 2))
     fast = run(layer, problem, cotangents, clip_hidden=clip_hidden)
     assert_matches_reference(cell, problem, cotangents, layer, fast, clip_hidden)
@@ -455,15 +475,21 @@ def test_threads_default_and_environment_variable():
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_one_thread_equals_two_threads(cell, dtype, restore_threads):
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("needs at least 2 cores")
-    problem, cotangents = make_case(cell, 2, True, seed=46, sizes=(6, 5, 4, 6))
+def test_one_thread_equals_two_threads(cell, dtype, restore_threads, monkeypatch):
+    """fastrnn.set_num_threads(1) against (2) at a size above the serial threshold:
+    the second splits the batch across two threads (asserted), on any machine
+    (tests/conftest.py lets numba start 3 threads even on one core)."""
+    from fastrnn import _threads
+
+    monkeypatch.setattr(_threads, "STRATEGY", "batch")
+    problem, cotangents = make_case(cell, 2, True, seed=46, sizes=(48, 6, 32, 32))
     results = {}
     for threads in (1, 2):
         fastrnn.set_num_threads(threads)
         layer = layer_for(cell, problem, dtype=dtype)
-        fast = run(layer, problem, cotangents, clip_hidden=0.5, max_norm=1.0)
+        with _threads.observed_runs() as runs:
+            fast = run(layer, problem, cotangents, clip_hidden=0.5, max_norm=1.0)
+        assert {record["threads"] for record in runs} == {threads}
         results[threads] = (fast, {k: g.copy() for k, g in layer.grads.items()},
                             layer.grad_norm)
     (f1, g1, n1), (f2, g2, n2) = results[1], results[2]

@@ -16,11 +16,13 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch parity needs torch (CI installs torch==2.13.0)")
 
 from helpers import (  # noqa: E402
+    assert_ragged,
     layer_backward,
     layer_forward,
     make_layer,
     make_torch_module,
     max_rel_error,
+    ragged_lengths,
     random_lengths,
     random_params,
     state_shape,
@@ -43,6 +45,8 @@ def make_case(cell, num_layers, bidirectional, use_lengths, give_state, bias=Tru
 
     Without `give_state` h0/c0 and d_hn/d_cn are None (fastrnn's defaults); torch then
     gets explicit zero states, so dh0/dc0 (the gradient at a zero state) still compare.
+    use_lengths: False (none), True (random in [1, T], all may be T), "ragged" (some
+    sequence shorter than T and one of length T) or "short" (all shorter than T).
     """
     rng = np.random.default_rng(seed)
     params = random_params(cell, INPUT, HIDDEN, num_layers, bidirectional, bias, rng=rng,
@@ -55,7 +59,9 @@ def make_case(cell, num_layers, bidirectional, use_lengths, give_state, bias=Tru
         "x": rng.standard_normal((T, batch, INPUT)),
         "h0": rng.standard_normal(shape) * 0.5 if give_state else None,
         "c0": rng.standard_normal(shape) * 0.5 if give_state and lstm else None,
-        "lengths": random_lengths(rng, batch, T) if use_lengths else None,
+        "lengths": (random_lengths(rng, batch, T) if use_lengths is True else
+                    ragged_lengths(rng, batch, T, full=use_lengths == "ragged")
+                    if use_lengths else None),
         "d_out": rng.standard_normal((T, batch, D * HIDDEN)),
         "d_hn": rng.standard_normal(shape) if give_state else None,
         "d_cn": rng.standard_normal(shape) if give_state and lstm else None,
@@ -134,18 +140,26 @@ def run_fastrnn(layer, case, batch_first):
     return out, h_n, c_n, dx, dh0, dc0
 
 
-GRID = list(itertools.product(CELLS, (1, 2), (False, True), (False, True), (False, True),
+# Lengths: False (id "full"), "ragged" (id "len": some sequence shorter than T, one of
+# length T) or "short" (id "lenshort": all shorter than T; pad_packed_sequence then
+# needs total_length, which torch_forward_backward passes).
+LENGTHS_IDS = {False: "full", "ragged": "len", "short": "lenshort"}
+GRID = list(itertools.product(CELLS, (1, 2), (False, True), (False, True), tuple(LENGTHS_IDS),
                               (False, True)))
 
 
 @pytest.mark.parametrize(
     "cell, num_layers, bidirectional, batch_first, use_lengths, give_state", GRID,
-    ids=[f"{c}-L{n}-{'bi' if b else 'uni'}-{'bf' if f else 'tf'}-{'len' if u else 'full'}-"
+    ids=[f"{c}-L{n}-{'bi' if b else 'uni'}-{'bf' if f else 'tf'}-{LENGTHS_IDS[u]}-"
          f"{'h0' if g else 'noh0'}" for c, n, b, f, u, g in GRID],
 )
 def test_matches_torch(cell, num_layers, bidirectional, batch_first, use_lengths, give_state):
     seed = GRID.index((cell, num_layers, bidirectional, batch_first, use_lengths, give_state))
     case = make_case(cell, num_layers, bidirectional, use_lengths, give_state, seed=seed)
+    if use_lengths:
+        assert_ragged(case["lengths"], T, full=use_lengths == "ragged")
+    else:
+        assert case["lengths"] is None
     layer = load_from_torch(cell, case, num_layers, bidirectional, batch_first=batch_first)
     fast = run_fastrnn(layer, case, batch_first)
     assert layer.grad_norm is None

@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 from helpers import layer_backward, layer_forward, make_layer
 from numba.core.registry import CPUDispatcher
-from reference import CELLS
+from reference import (
+    CELLS,
+    reference_backward,
+    reference_clip_grad_norm,
+    reference_clip_grad_value,
+)
 
 import fastrnn
 import fastrnn._kernels
@@ -205,9 +210,53 @@ def test_bad_clipping_values(cell, keyword):
     for value in ("1.0", True, [1.0], 1j, np.array([1.0])):
         with pytest.raises(TypeError, match=f"{keyword} must be a real number"):
             layer_backward(layer, np.ones_like(out), **{keyword: value})
-    # Integers and numpy scalars are real numbers; 0 is a valid (if drastic) threshold.
+    # Integers and numpy scalars are real numbers, used at their value (against the
+    # reference clipped by hand); 0 is a valid (if drastic) threshold.
+    x = good_x()
+    params = layer.state_dict()
+    d_out = np.ones_like(out)
+    unclipped = reference_backward(cell, params, x, num_layers=2, bidirectional=True,
+                                   d_out=d_out)[3]
+    norm = reference_clip_grad_norm(unclipped, 1.0)  # the pre-clip norm
+    assert norm > 1.0  # so that max_norm 0.5 and 1 clip
     for value in (0, 2, np.float64(0.5), np.int32(1)):
-        layer_backward(layer, np.ones_like(out), **{keyword: value})
+        if keyword == "clip_hidden":
+            dx, dh0, dc0, grads = reference_backward(cell, params, x, num_layers=2,
+                                                     bidirectional=True, d_out=d_out,
+                                                     clip_hidden=float(value))
+        else:
+            grads = reference_backward(cell, params, x, num_layers=2, bidirectional=True,
+                                       d_out=d_out)[3]
+            clip = reference_clip_grad_norm if keyword == "max_norm" else \
+                reference_clip_grad_value
+            clip(grads, float(value))
+        layer_forward(layer, x)
+        layer.zero_grad()
+        f_dx, f_dh0, f_dc0 = layer_backward(layer, d_out, **{keyword: value})
+        for name, grad in grads.items():
+            np.testing.assert_allclose(layer.grads[name], grad, rtol=1e-9, atol=1e-12,
+                                       err_msg=f"{keyword}={value!r}: {name}")
+        if keyword == "max_norm":
+            assert layer.grad_norm == pytest.approx(norm, rel=1e-12)  # the pre-clip norm
+        else:
+            assert layer.grad_norm is None
+        if keyword == "clip_hidden":
+            np.testing.assert_allclose(f_dx, dx, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(f_dh0, dh0, rtol=1e-9, atol=1e-12)
+            if is_lstm(cell):
+                np.testing.assert_allclose(f_dc0, dc0, rtol=1e-9, atol=1e-12)
+        if value == 0:
+            # Nothing gets through: every parameter gradient is zero; clip_hidden=0
+            # also stops every gradient reaching x and the initial states.
+            for name, grad in layer.grads.items():
+                np.testing.assert_array_equal(grad, 0.0, err_msg=f"{keyword}=0: {name}")
+            if keyword == "clip_hidden":
+                np.testing.assert_array_equal(f_dx, 0.0)
+                np.testing.assert_array_equal(f_dh0, 0.0)
+                if is_lstm(cell):
+                    np.testing.assert_array_equal(f_dc0, 0.0)
+        else:  # the clip did not simply zero everything
+            assert any(np.any(grad != 0.0) for grad in layer.grads.values())
 
 
 def test_failed_backward_leaves_grads_untouched(cell):

@@ -11,7 +11,14 @@ import itertools
 
 import numpy as np
 import pytest
-from helpers import random_lengths, random_params, state_shape, torch_forward_backward
+from helpers import (
+    assert_ragged,
+    ragged_lengths,
+    random_lengths,
+    random_params,
+    state_shape,
+    torch_forward_backward,
+)
 from reference import (
     CELLS,
     backward,
@@ -46,7 +53,10 @@ def assert_grad_close(actual, expected, name, rtol=GRAD_RTOL):
 
 def make_problem(cell, num_layers, bidirectional, use_lengths, give_state, bias=True, seed=0,
                  sizes=(T, B, INPUT, HIDDEN)):
-    """Random params, inputs, initial states, lengths and output cotangents."""
+    """Random params, inputs, initial states, lengths and output cotangents.
+
+    use_lengths: False (none), True (random in [1, T], all may be T), "ragged" (some
+    sequence shorter than T and one of length T) or "short" (all shorter than T)."""
     seq_len, batch, input_size, hidden = sizes
     rng = np.random.default_rng(seed)
     params = random_params(cell, input_size, hidden, num_layers, bidirectional, bias, rng=rng,
@@ -55,7 +65,13 @@ def make_problem(cell, num_layers, bidirectional, use_lengths, give_state, bias=
     shape = state_shape(num_layers, bidirectional, batch, hidden)
     h0 = rng.standard_normal(shape) * 0.5 if give_state else None
     c0 = rng.standard_normal(shape) * 0.5 if give_state and cell == "lstm" else None
-    lengths = random_lengths(rng, batch, seq_len) if use_lengths else None
+    if use_lengths is True:
+        lengths = random_lengths(rng, batch, seq_len)
+    elif use_lengths:
+        lengths = ragged_lengths(rng, batch, seq_len, full={"ragged": True, "short": False}[
+            use_lengths])
+    else:
+        lengths = None
     D = 2 if bidirectional else 1
     d_out = rng.standard_normal((seq_len, batch, D * hidden))
     d_hn = rng.standard_normal(shape)
@@ -70,7 +86,12 @@ def make_problem(cell, num_layers, bidirectional, use_lengths, give_state, bias=
 # Against torch
 # ---------------------------------------------------------------------------
 
-TORCH_GRID = list(itertools.product(CELLS, (1, 2), (False, True), (False, True), (False, True)))
+# Lengths: False (id "full"), "ragged" (id "len": some sequence shorter than T, one of
+# length T) or "short" (id "lenshort": all shorter than T, so torch's pad_packed_sequence
+# needs total_length).
+LENGTHS_IDS = {False: "full", "ragged": "len", "short": "lenshort"}
+TORCH_GRID = list(itertools.product(CELLS, (1, 2), (False, True), tuple(LENGTHS_IDS),
+                                    (False, True)))
 
 
 def _compare_with_torch(cell, problem, cotangents, bias=True):
@@ -98,13 +119,18 @@ def _compare_with_torch(cell, problem, cotangents, bias=True):
 
 @pytest.mark.parametrize(
     "cell, num_layers, bidirectional, use_lengths, give_state", TORCH_GRID,
-    ids=[f"{c}-L{n}-{'bi' if b else 'uni'}-{'len' if u else 'full'}-{'h0' if g else 'noh0'}"
+    ids=[f"{c}-L{n}-{'bi' if b else 'uni'}-{LENGTHS_IDS[u]}-{'h0' if g else 'noh0'}"
          for c, n, b, u, g in TORCH_GRID],
 )
 def test_matches_torch(cell, num_layers, bidirectional, use_lengths, give_state):
     pytest.importorskip("torch", reason="torch validates the reference")
+    seed = TORCH_GRID.index((cell, num_layers, bidirectional, use_lengths, give_state))
     problem, cotangents = make_problem(cell, num_layers, bidirectional, use_lengths,
-                                       give_state)
+                                       give_state, seed=seed)
+    if use_lengths:
+        assert_ragged(problem["lengths"], T, full=use_lengths == "ragged")
+    else:
+        assert problem["lengths"] is None
     _compare_with_torch(cell, problem, cotangents)
 
 
