@@ -74,6 +74,16 @@ class _RecurrentLayer:
         self._cache = None
         self.grad_norm = None
 
+    @property
+    def n_gates(self):
+        """Gate blocks stacked in weight_ih / weight_hh (rows = n_gates * hidden_size)."""
+        return self._cell.n_gates
+
+    @property
+    def has_cell_state(self):
+        """Whether the cell carries a cell state c beside h (the LSTM)."""
+        return self._cell.has_cell_state
+
     def astype(self, dtype):
         """A new layer of the same configuration holding these parameters cast to `dtype`."""
         dtype = as_dtype(dtype)
