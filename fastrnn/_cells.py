@@ -1,26 +1,26 @@
-"""Runs one direction of one layer of a cell: allocates the kernel buffers and calls
-the fused forward or BPTT kernel, the single-threaded variant when the plan
-(_threads.Plan) has one thread.
-Knows shapes and buffers, nothing of validation."""
+"""Runs one direction of one layer of any cell (fastrnn.cells): prepares the
+per-step product's weights, allocates the kernel buffers from the cell's spec and
+calls its fused forward or BPTT kernel, the single-threaded variant when the plan
+(_threads.Plan) has one thread. Knows shapes and buffers, nothing of validation."""
 
 import functools
 
 import numpy as np
 
 from . import _blas, _threads
-from ._kernels import elman, gru, lstm
 from ._kernels.sequence import fill_weight_blocks, fill_weight_blocks_parallel, product_scratch
+from .cells import SPECS
 
 
 def _recurrent_weight(w_hh):
-    """W_hh^T (H, G) for the per-step products of a sequence of at least
-    _MIN_STEPS_FOR_COPY steps. For a small W_hh, a row-major copy: BLAS runs the
-    smallest per-step products up to twice as fast on it as on the transposed
-    view (measured: (16, 32) x (32, 128) in 1.2 against 2.7 us). From about
-    (32, 128) x (128, 512) on both layouts run alike."""
+    """W_hh^T (H, G) for the unblocked per-step products of a sequence of at
+    least _MIN_STEPS_FOR_COPY steps: for a small W_hh a row-major copy, on which
+    BLAS runs the smallest products faster than on the transposed view; else
+    the empty (0, G), which tells the kernels to use the transposed view (larger
+    products run alike on both)."""
     if w_hh.size <= _SMALL_WEIGHT:
         return np.ascontiguousarray(w_hh.T)
-    return w_hh.T
+    return _empty((0, w_hh.shape[0]), w_hh.dtype)
 
 
 _SMALL_WEIGHT = 1 << 14
@@ -78,24 +78,30 @@ def _fills_in_parallel(w, threads):
     return threads > 1 and w.size >= _PARALLEL_COPY_SIZE
 
 
-@functools.lru_cache(maxsize=64)
 def _no_blocks(inner, dtype):
-    """The empty blocks array, shared (kernels never write to it): a streaming call
-    skips allocating one."""
-    return np.empty((0, 0, inner, 0), dtype=dtype)
+    return _empty((0, 0, inner, 0), dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _empty(shape, dtype):
+    """An empty array, shared (kernels never write to it): a streaming call skips
+    allocating one."""
+    return np.empty(shape, dtype=dtype)
 
 
 def _step_weights(w_hh, n_steps, batch, plan):
-    """(W_hh^T, its blocks) for the forward time loop: the kernels use the
-    blocks when there are any, else W_hh^T (see _recurrent_weight). A short
-    sequence (a streaming call) would pay a copy of the weight for a step or
-    two: it takes the transposed view, with no blocks."""
+    """(W_hh^T copy, blocks) for the forward time loop: the kernels use the blocks
+    when there are any, else the copy, else (both empty) the transposed view. A
+    short sequence (a streaming call) would pay a copy of the weight for a step
+    or two: it takes the transposed view."""
     if n_steps < _MIN_STEPS_FOR_COPY:
-        weights = w_hh.T, _no_blocks(w_hh.shape[1], w_hh.dtype)
+        weights = (_empty((0, w_hh.shape[0]), w_hh.dtype),
+                   _no_blocks(w_hh.shape[1], w_hh.dtype))
     else:
         blocks = _weight_blocks(w_hh.T, _rows_per_thread(batch, plan), n_steps, plan.blocked,
                                 plan.threads)
-        weights = (w_hh.T, blocks) if blocks.shape[0] else (_recurrent_weight(w_hh), blocks)
+        weights = (_empty((0, w_hh.shape[0]), w_hh.dtype) if blocks.shape[0]
+                   else _recurrent_weight(w_hh), blocks)
     if _threads.observing():
         _report("forward", w_hh, n_steps, batch, plan, *weights)
     return weights
@@ -125,7 +131,7 @@ def _report(pass_name, w_hh, n_steps, batch, plan, step_weight, blocks):
     elif product_scratch(np.empty((rows, w_hh.shape[1]), w_hh.dtype), w_hh.shape[0],
                          blocks)[1].shape[0]:
         product = "weight_major"
-    elif step_weight.flags.c_contiguous:
+    elif step_weight.shape[0]:
         product = "weight_copy"
     else:
         product = "transposed_view"
@@ -147,127 +153,68 @@ def _rows_per_thread(batch, plan):
     return -(-batch // plan.threads)
 
 
-class ElmanCell:
-    n_gates = 1
-    has_cell_state = False
+class CellRunner:
+    """Runs one cell kind's kernels (see fastrnn.cells for the spec)."""
 
-    def __init__(self, use_relu):
-        self.use_relu = use_relu
+    def __init__(self, spec):
+        self.spec = spec
+        self.n_gates = spec.n_gates
+        self.has_cell_state = spec.has_cell_state
 
-    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan, keep, h_n, c_n):
-        n_steps, batch, hidden = x.shape[0] // h0.shape[0], h0.shape[0], h0.shape[1]
-        gates = np.empty((n_steps, batch, hidden), dtype=x.dtype)
-        h_prev = _cache_array(n_steps, batch, hidden, x.dtype, keep)
-        out = np.empty_like(gates)
-        buffers = (gates, h_prev, out, h_n)
-        inputs = (x, w_ih.T, *_step_weights(w_hh, n_steps, batch, plan),
-                  b_ih + b_hh, h0, lengths, reverse, self.use_relu)
-        n_threads = plan.threads
-        if n_threads == 1:
-            elman.elman_forward_serial(*inputs, *buffers)
+    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan, keep, h_n,
+                c_n):
+        """One direction over the whole sequence; x (T*B, I), h0 (B, H), c0 (B, H) or
+        None, h_n and c_n (or None) the rows to write the final state into.
+        Returns (out (T, B, H), the cache for backward or None without `keep`)."""
+        spec = self.spec
+        batch, hidden = h0.shape
+        n_steps = x.shape[0] // batch
+        dtype = x.dtype
+        gates = np.empty((n_steps, batch, spec.n_gates * hidden), dtype=dtype)
+        h_prev = _cache_array(n_steps, batch, hidden, dtype, keep)
+        extra = _cache_array(n_steps, batch, spec.cache_width * hidden, dtype, keep)
+        out = np.empty((n_steps, batch, hidden), dtype=dtype)
+        c0, c_n = self._cell_state(c0, c_n, batch, hidden, dtype)
+        x = np.ascontiguousarray(x)
+        arguments = (x, w_ih, w_hh, *_step_weights(w_hh, n_steps, batch, plan), b_ih + b_hh,
+                     b_ih, b_hh, np.ascontiguousarray(h0), c0, lengths, reverse, plan.threads,
+                     gates, h_prev, extra, out, h_n, c_n)
+        kernels = spec.kernels
+        if plan.threads == 1:
+            kernels.forward_serial(*arguments)
         else:
-            elman.elman_forward(*inputs, n_threads, *buffers)
-        return out, (gates, h_prev) if keep else None
+            kernels.forward_parallel(*arguments)
+        return out, (gates, h_prev, extra) if keep else None
 
     def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
                  clip_hidden, plan, dw_ih, dw_hh, db_ih, db_hh):
-        gates, h_prev = cache
+        """BPTT of one direction; accumulates into dw_ih .. db_hh. Returns
+        (dx (T*B, I), dh0 (B, H), dc0 (B, H) or None)."""
+        gates, h_prev, extra = cache
+        batch, hidden = d_hn.shape
+        x = np.ascontiguousarray(x)
         dx = np.empty_like(x)
         dh0 = np.empty_like(d_hn)
-        arrays = (gates, h_prev, d_out, d_hn, np.empty_like(gates), dx, dh0,
-                  dw_ih, dw_hh, db_ih, db_hh)
-        w_hh_blocks = _backward_blocks(w_hh, d_out, plan)
-        n_threads = plan.threads
-        if n_threads == 1:
-            elman.elman_backward_serial(x, w_ih, w_hh, w_hh_blocks, lengths, reverse, self.use_relu,
-                                        clip_hidden, *arrays)
+        d_cn, dc0 = self._cell_state(d_cn, None, batch, hidden, x.dtype)
+        arguments = (x, w_ih, w_hh, _backward_blocks(w_hh, d_out, plan), lengths, reverse,
+                     plan.threads, clip_hidden, gates, h_prev, extra, d_out,
+                     np.ascontiguousarray(d_hn), d_cn, np.empty_like(gates), dx, dh0, dc0,
+                     dw_ih, dw_hh, db_ih, db_hh)
+        kernels = self.spec.kernels
+        if plan.threads == 1:
+            kernels.backward_serial(*arguments)
         else:
-            elman.elman_backward(x, w_ih, w_hh, w_hh_blocks, lengths, reverse, self.use_relu, n_threads,
-                                 clip_hidden, *arrays)
-        return dx, dh0, None
+            kernels.backward_parallel(*arguments)
+        return dx, dh0, dc0 if self.has_cell_state else None
+
+    def _cell_state(self, state, target, batch, hidden, dtype):
+        """(the cell state, the array the kernel writes the final one into): the
+        caller's for a cell with a cell state (target None: a new one), else
+        empty (B, 0) arrays."""
+        if not self.has_cell_state:
+            empty = _empty((batch, 0), dtype)
+            return empty, empty
+        return np.ascontiguousarray(state), np.empty_like(state) if target is None else target
 
 
-class LSTMCell:
-    n_gates = 4
-    has_cell_state = True
-
-    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan, keep, h_n, c_n):
-        n_steps, batch, hidden = x.shape[0] // h0.shape[0], h0.shape[0], h0.shape[1]
-        gates = np.empty((n_steps, batch, 4 * hidden), dtype=x.dtype)
-        h_prev = _cache_array(n_steps, batch, hidden, x.dtype, keep)
-        c_prev = _cache_array(n_steps, batch, hidden, x.dtype, keep)
-        tanh_c = _cache_array(n_steps, batch, hidden, x.dtype, keep)
-        out = np.empty((n_steps, batch, hidden), dtype=x.dtype)
-        buffers = (gates, h_prev, c_prev, tanh_c, out, h_n, c_n)
-        inputs = (x, w_ih.T, *_step_weights(w_hh, n_steps, batch, plan),
-                  b_ih + b_hh, h0, c0, lengths, reverse)
-        n_threads = plan.threads
-        if n_threads == 1:
-            lstm.lstm_forward_serial(*inputs, *buffers)
-        else:
-            lstm.lstm_forward(*inputs, n_threads, *buffers)
-        return out, (gates, h_prev, c_prev, tanh_c) if keep else None
-
-    def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
-                 clip_hidden, plan, dw_ih, dw_hh, db_ih, db_hh):
-        gates, h_prev, c_prev, tanh_c = cache
-        dx = np.empty_like(x)
-        dh0 = np.empty_like(d_hn)
-        dc0 = np.empty_like(d_cn)
-        arrays = (gates, h_prev, c_prev, tanh_c, d_out, d_hn, d_cn, np.empty_like(gates),
-                  dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
-        w_hh_blocks = _backward_blocks(w_hh, d_out, plan)
-        n_threads = plan.threads
-        if n_threads == 1:
-            lstm.lstm_backward_serial(x, w_ih, w_hh, w_hh_blocks, lengths, reverse,
-                                      clip_hidden, *arrays)
-        else:
-            lstm.lstm_backward(x, w_ih, w_hh, w_hh_blocks, lengths, reverse, n_threads,
-                               clip_hidden, *arrays)
-        return dx, dh0, dc0
-
-
-class GRUCell:
-    n_gates = 3
-    has_cell_state = False
-
-    def forward(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan, keep, h_n, c_n):
-        n_steps, batch, hidden = x.shape[0] // h0.shape[0], h0.shape[0], h0.shape[1]
-        gates = np.empty((n_steps, batch, 3 * hidden), dtype=x.dtype)
-        hidden_n = _cache_array(n_steps, batch, hidden, x.dtype, keep)
-        h_prev = _cache_array(n_steps, batch, hidden, x.dtype, keep)
-        out = np.empty((n_steps, batch, hidden), dtype=x.dtype)
-        buffers = (gates, hidden_n, h_prev, out, h_n)
-        inputs = (x, w_ih.T, *_step_weights(w_hh, n_steps, batch, plan),
-                  b_ih, b_hh, h0, lengths, reverse)
-        n_threads = plan.threads
-        if n_threads == 1:
-            gru.gru_forward_serial(*inputs, *buffers)
-        else:
-            gru.gru_forward(*inputs, n_threads, *buffers)
-        return out, (gates, hidden_n, h_prev) if keep else None
-
-    def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
-                 clip_hidden, plan, dw_ih, dw_hh, db_ih, db_hh):
-        gates, hidden_n, h_prev = cache
-        dx = np.empty_like(x)
-        dh0 = np.empty_like(d_hn)
-        arrays = (gates, hidden_n, h_prev, d_out, d_hn, np.empty_like(gates),
-                  dx, dh0, dw_ih, dw_hh, db_ih, db_hh)
-        w_hh_blocks = _backward_blocks(w_hh, d_out, plan)
-        n_threads = plan.threads
-        if n_threads == 1:
-            gru.gru_backward_serial(x, w_ih, w_hh, w_hh_blocks, lengths, reverse,
-                                 clip_hidden, *arrays)
-        else:
-            gru.gru_backward(x, w_ih, w_hh, w_hh_blocks, lengths, reverse, n_threads,
-                          clip_hidden, *arrays)
-        return dx, dh0, None
-
-
-CELLS = {
-    "rnn_tanh": ElmanCell(use_relu=False),
-    "rnn_relu": ElmanCell(use_relu=True),
-    "lstm": LSTMCell(),
-    "gru": GRUCell(),
-}
+CELLS = {name: CellRunner(spec) for name, spec in SPECS.items()}

@@ -9,7 +9,15 @@ FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 
 # Kernels are cached on disk: compile time is the user's time. error_model="numpy"
 # makes float division IEEE (x/0 -> inf) instead of a checked, unvectorisable branch.
-_COMMON = {"cache": True, "nogil": True, "error_model": "numpy"}
-kernel = numba.njit(fastmath=FASTMATH, **_COMMON)
-parallel_kernel = numba.njit(fastmath=FASTMATH, parallel=True, **_COMMON)
-exact_kernel = numba.njit(**_COMMON)  # strict IEEE: reductions whose order matters
+_COMMON = {"nogil": True, "error_model": "numpy"}
+
+
+def jit(function, *, parallel=False, cache=False):
+    """`function` compiled with fastrnn's flags; `cache` for entry points called
+    from Python (functions only called from other kernels are compiled into them)."""
+    return numba.njit(fastmath=FASTMATH, parallel=parallel, cache=cache, **_COMMON)(function)
+
+
+kernel = numba.njit(fastmath=FASTMATH, cache=True, **_COMMON)
+parallel_kernel = numba.njit(fastmath=FASTMATH, parallel=True, cache=True, **_COMMON)
+exact_kernel = numba.njit(cache=True, **_COMMON)  # strict IEEE: reductions whose order matters

@@ -8,7 +8,8 @@ spinning threads competing for the same cores.
 import numpy as np
 
 from ._jit import kernel
-from .sequence import accumulate_param_grads
+from .gemm import accumulate_at_transposed
+from .sequence import add_column_sums
 
 
 @kernel
@@ -22,5 +23,7 @@ def linear_forward(features, weight, bias, out):
 @kernel
 def linear_backward(d_out, features, weight, d_weight, d_bias, d_features):
     """Accumulates d_weight and d_bias; writes d_features."""
-    accumulate_param_grads(d_out, features, d_weight, d_bias)
+    n_rows, n_out = d_out.shape
+    accumulate_at_transposed(d_out, features, d_weight, 0, n_rows, 0, n_out)
+    add_column_sums(d_out, 0, n_rows, 0, n_out, d_bias)
     np.dot(d_out, weight, d_features)

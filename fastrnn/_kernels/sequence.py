@@ -8,7 +8,6 @@ import numpy as np
 from numba import prange
 
 from ._jit import kernel, parallel_kernel
-from .gemm import accumulate_at_transposed
 
 
 @kernel
@@ -63,15 +62,20 @@ def product_scratch(h, width, w_blocks):
 
 
 @kernel
-def recurrent_product(h, w_hh_t, w_blocks, out, scratch):
-    """out = h @ w_hh_t: blocked, weight-major or plain (see product_scratch)."""
+def recurrent_product(h, w_hh, w_hh_t, w_blocks, out, scratch):
+    """out = h @ W_hh^T: weight-major (from w_hh (G, H) as stored), blocked (from
+    w_blocks), on the contiguous copy w_hh_t (H, G), or, where that is empty
+    (0, G), on the transposed view of w_hh (see product_scratch)."""
     h_t, out_t, blocks = scratch
-    if out_t.shape[0] == 0:
-        blocked_product(h, w_hh_t, w_blocks, out, blocks)
+    if out_t.shape[0] != 0:
+        transpose_into(h, h_t)
+        np.dot(w_hh, h_t, out_t)
+        transpose_into(out_t, out)
         return
-    transpose_into(h, h_t)
-    np.dot(w_hh_t.T, h_t, out_t)
-    transpose_into(out_t, out)
+    if w_blocks.shape[0] == 0 and w_hh_t.shape[0] == 0:
+        np.dot(h, w_hh.T, out)
+        return
+    blocked_product(h, w_hh_t, w_blocks, out, blocks)
 
 
 @kernel
@@ -200,78 +204,9 @@ def batch_chunks(n_threads, batch):
     return max(1, min(n_threads, batch))
 
 
-@parallel_kernel
-def rows_dot(a, b, out, n_threads):
-    """out = a @ b with the rows of a split across threads."""
-    n_chunks = max(1, min(n_threads, a.shape[0]))
-    for chunk in prange(n_chunks):
-        start, stop = chunk_bounds(chunk, n_chunks, a.shape[0])
-        np.dot(a[start:stop], b, out[start:stop])
-
-
 @kernel
 def add_column_sums(matrix, row0, row1, col0, col1, out):
     """out[col0:col1] += column sums of matrix[row0:row1, col0:col1]."""
     for row in range(row0, row1):
         for col in range(col0, col1):
             out[col] += matrix[row, col]
-
-
-@kernel
-def accumulate_param_grads(d_gates, inputs, d_weight, d_bias):
-    """Single-threaded accumulate_param_grads_parallel."""
-    n_rows, n_gates = d_gates.shape
-    accumulate_at_transposed(d_gates, inputs, d_weight, 0, n_rows, 0, n_gates)
-    add_column_sums(d_gates, 0, n_rows, 0, n_gates, d_bias)
-
-
-@parallel_kernel
-def accumulate_param_grads_parallel(d_gates, inputs, d_weight, d_bias, n_threads):
-    """d_weight += d_gates^T inputs and d_bias += column sums of d_gates.
-
-    d_gates is (N, G) with zero rows at padded steps, inputs (N, K): the whole
-    sequence's weight gradient as one GEMM after the time loop, split across
-    threads one of two ways (measured, 2 threads):
-    - by rows N, the first thread accumulating into d_weight and each other one
-      into a partial sum added afterwards: the faster split where each thread
-      has at least K rows (mid to large: 1.1-1.5x);
-    - by gate columns G in multiples of 16, each thread accumulating into its
-      own rows of d_weight: no partial sums, which for few rows against a large
-      weight cost more than the product (wide LSTM: 32 -> 18 ms, 32 MB less).
-    """
-    # Checked here: an exception raised inside a parallel region reaches Python
-    # as a SystemError.
-    if not (d_gates.flags.c_contiguous and inputs.flags.c_contiguous
-            and d_weight.flags.c_contiguous):
-        raise ValueError("accumulate_param_grads_parallel needs C-contiguous arrays")
-    n_rows, n_gates = d_gates.shape
-    inner = inputs.shape[1]
-    if n_rows >= n_threads * inner or n_threads == 1:
-        n_chunks = max(1, min(n_threads, n_rows))
-        parts = np.empty((n_chunks - 1, n_gates, inner), dtype=d_weight.dtype)
-        bias_parts = np.zeros((n_chunks, n_gates), dtype=d_bias.dtype)
-        for chunk in prange(n_chunks):
-            start, stop = chunk_bounds(chunk, n_chunks, n_rows)
-            if chunk == 0:
-                accumulate_at_transposed(d_gates, inputs, d_weight, start, stop, 0, n_gates)
-            else:
-                np.dot(d_gates[start:stop].T, inputs[start:stop], parts[chunk - 1])
-            add_column_sums(d_gates, start, stop, 0, n_gates, bias_parts[chunk])
-        # Explicit loops: in a parallel kernel an array expression becomes a nested
-        # parallel loop of its own, slower to compile and to start.
-        for chunk in prange(n_chunks):
-            first, last = chunk_bounds(chunk, n_chunks, n_gates)
-            for row in range(first, last):
-                for part in range(n_chunks - 1):
-                    for col in range(inner):
-                        d_weight[row, col] += parts[part, row, col]
-                for part in range(n_chunks):
-                    d_bias[row] += bias_parts[part, row]
-        return
-    units = (n_gates + 15) // 16
-    n_chunks = max(1, min(n_threads, units))
-    for chunk in prange(n_chunks):
-        start, stop = chunk_bounds(chunk, n_chunks, units)
-        start, stop = min(16 * start, n_gates), min(16 * stop, n_gates)
-        accumulate_at_transposed(d_gates, inputs, d_weight, 0, n_rows, start, stop - start)
-        add_column_sums(d_gates, 0, n_rows, start, stop, d_bias)

@@ -1,0 +1,284 @@
+"""The one recurrent engine: the sequence drivers, written once, made into each
+cell's compiled kernels.
+
+A driver runs one direction of one layer: the whole-sequence input GEMM, the
+time loop with the per-step recurrent product (blocked, weight-major or plain,
+see sequence.recurrent_product), lengths and direction, BPTT with the in-loop
+hidden-gradient clip, and the whole-sequence weight-gradient GEMMs, with the
+batch split across threads. What differs between cells is only the element-wise
+gate math of one time step, which a cell module provides as two functions
+(see fastrnn/cells/__init__.py for their contract):
+
+    forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_ih, b_hh,
+                 h, c, extra, keep, out)
+    backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, extra,
+                  d_gates, d_hidden, dh, dc)
+
+and `recurrent_grads(d_gates, gates)`, which turns the input-side gate gradients
+into the recurrent side's in place (a no-op where they are the same).
+
+`instantiate` compiles the driver templates below against one cell's functions:
+each template's code is bound to a namespace holding that cell's functions and
+given a name of its own, so numba caches each cell's kernels on disk in files of
+their own. The serial and the parallel variants come from the same template
+(prange runs as range without parallel=True). numba's cache checks only the
+template file's date, not the modules a kernel calls, so the names carry a hash
+of the kernel sources and of the cell's module: editing either compiles afresh.
+"""
+
+import glob
+import hashlib
+import os
+import types
+
+import numpy as np
+from numba import prange
+
+from ._jit import jit
+from .gemm import accumulate_at_transposed
+from .sequence import (
+    add_column_sums,
+    batch_chunks,
+    block_scratch,
+    blocked_product,
+    chunk_bounds,
+    clamp,
+    copy_rows,
+    product_scratch,
+    recurrent_product,
+    time_index,
+)
+
+# What the templates call that `instantiate` binds, named here only: the cell's
+# step functions; RECURRENT_GRADS_DIFFER (the cell writes d_hidden, its
+# recurrent-side gate gradients, which differ from the input side's);
+# DIRECT_STATE_PATH (backward_step writes the part of dh that does not go
+# through W_hh, to which the driver adds dG W_hh; without one dh is dG W_hh);
+# rows_dot and param_grads, the serial or the parallel variant.
+cell_forward_step = cell_backward_step = cell_recurrent_grads = None
+rows_dot = param_grads = None
+RECURRENT_GRADS_DIFFER = DIRECT_STATE_PATH = False
+
+
+def _forward_rows(start, stop, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0, lengths,
+                  reverse, one, gates, h_prev, extra, out, h_n, c_n):
+    """The time loop of batch rows [start, stop)."""
+    n_steps = gates.shape[0]
+    keep = h_prev.shape[0] > 0
+    h = h0[start:stop].copy()
+    c = c0[start:stop].copy()
+    recurrent = np.empty((stop - start, gates.shape[2]), dtype=gates.dtype)
+    scratch = product_scratch(h, gates.shape[2], w_blocks)
+    for step in range(n_steps):
+        t = time_index(step, n_steps, reverse)
+        if keep:
+            copy_rows(h, h_prev[t], start)
+        recurrent_product(h, w_hh, w_hh_t, w_blocks, recurrent, scratch)
+        cell_forward_step(t, start, stop, lengths, one, gates, recurrent, bias,
+                          b_ih, b_hh, h, c, extra, keep, out)
+        for row in range(stop - start):
+            if t >= lengths[start + row]:
+                out[t, start + row] = 0.0
+    copy_rows(h, h_n, start)
+    copy_rows(c, c_n, start)
+
+
+def _forward(x, w_ih, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0, lengths, reverse,
+             n_threads, gates, h_prev, extra, out, h_n, c_n):
+    """Forward over the whole sequence.
+
+    x (T*B, I); w_ih (G, I), w_hh (G, H) as stored; w_hh_t a contiguous W_hh^T
+    (H, G) or empty (0, G) to use the transposed view; w_blocks the per-step
+    product's weight blocks or none (see sequence.blocked_product); bias =
+    b_ih + b_hh; h0 (B, H), c0 (B, S) (S = 0 for cells without a cell state).
+    Fills gates (T, B, G), out (T, B, H), h_n, c_n and, for BPTT (else they are
+    empty (0, B, .)), h_prev (T, B, H) and the cell's extra cache (T, B, E).
+    """
+    n_steps, batch, width = gates.shape
+    one = np.ones(1, dtype=gates.dtype)[0]  # keeps float32 arithmetic in float32
+    # Input projection of every step at once: one GEMM before the time loop.
+    rows_dot(x, w_ih.T, gates.reshape(n_steps * batch, width), n_threads)
+    n_chunks = batch_chunks(n_threads, batch)
+    for chunk in prange(n_chunks):
+        start, stop = chunk_bounds(chunk, n_chunks, batch)
+        _forward_rows(start, stop, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0, lengths,
+                      reverse, one, gates, h_prev, extra, out, h_n, c_n)
+
+
+def _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, one, bound, gates,
+                   h_prev, extra, d_out, d_hn, d_cn, d_gates, dh0, dc0):
+    """The reverse time loop of batch rows [start, stop)."""
+    n_steps = gates.shape[0]
+    rows = stop - start
+    hidden = d_hn.shape[1]
+    dh = d_hn[start:stop].copy()
+    dc = d_cn[start:stop].copy()
+    d_total = np.empty_like(dh)
+    recurrent = np.empty_like(dh)
+    block_buffers = block_scratch(rows, w_hh_blocks)
+    # This slice's recurrent-side gate gradients at one step, for cells whose
+    # differ from the input side's (kept for the whole sequence in d_gates).
+    d_hidden = np.zeros((rows, gates.shape[2] if RECURRENT_GRADS_DIFFER else 0),
+                        dtype=gates.dtype)
+    for back_step in range(n_steps):
+        t = time_index(n_steps - 1 - back_step, n_steps, reverse)
+        for row in range(rows):
+            b = start + row
+            if t >= lengths[b]:
+                d_gates[t, b] = 0.0
+                for k in range(d_hidden.shape[1]):
+                    d_hidden[row, k] = 0.0
+                continue
+            for j in range(hidden):  # dL/dh_t, clipped
+                d_total[row, j] = clamp(dh[row, j] + d_out[t, b, j], bound)
+        cell_backward_step(t, start, stop, lengths, one, d_total, gates, h_prev,
+                           extra, d_gates, d_hidden, dh, dc)
+        # dh_{t-1} (+)= dG_t W_hh; padded rows have dG = 0 and keep their dh.
+        if RECURRENT_GRADS_DIFFER:
+            blocked_product(d_hidden, w_hh, w_hh_blocks, recurrent, block_buffers)
+        else:
+            blocked_product(d_gates[t, start:stop], w_hh, w_hh_blocks, recurrent,
+                            block_buffers)
+        for row in range(rows):
+            if t < lengths[start + row]:
+                if DIRECT_STATE_PATH:
+                    for j in range(hidden):
+                        dh[row, j] += recurrent[row, j]
+                else:
+                    for j in range(hidden):
+                        dh[row, j] = recurrent[row, j]
+    copy_rows(dh, dh0, start)
+    copy_rows(dc, dc0, start)
+
+
+def _backward(x, w_ih, w_hh, w_hh_blocks, lengths, reverse, n_threads, clip_hidden, gates,
+              h_prev, extra, d_out, d_hn, d_cn, d_gates, dx, dh0, dc0, dw_ih, dw_hh, db_ih,
+              db_hh):
+    """BPTT over the whole sequence (caches from _forward); parameter gradients
+    are accumulated. d_gates (T, B, G) is scratch."""
+    n_steps, batch, width = gates.shape
+    one = np.ones(1, dtype=gates.dtype)[0]
+    bound = np.full(1, clip_hidden, dtype=gates.dtype)[0]
+    n_chunks = batch_chunks(n_threads, batch)
+    for chunk in prange(n_chunks):
+        start, stop = chunk_bounds(chunk, n_chunks, batch)
+        _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, one, bound, gates,
+                       h_prev, extra, d_out, d_hn, d_cn, d_gates, dh0, dc0)
+    d_gates_2d = d_gates.reshape(n_steps * batch, width)
+    rows_dot(d_gates_2d, w_ih, dx, n_threads)
+    param_grads(d_gates_2d, x, dw_ih, db_ih, n_threads)
+    cell_recurrent_grads(d_gates, gates)
+    param_grads(d_gates_2d, h_prev.reshape(n_steps * batch, h_prev.shape[2]),
+                dw_hh, db_hh, n_threads)
+
+
+def _rows_dot(a, b, out, n_threads):
+    """out = a @ b with the rows of a split across threads."""
+    n_chunks = max(1, min(n_threads, a.shape[0]))
+    for chunk in prange(n_chunks):
+        start, stop = chunk_bounds(chunk, n_chunks, a.shape[0])
+        np.dot(a[start:stop], b, out[start:stop])
+
+
+def _param_grads(d_gates, inputs, d_weight, d_bias, n_threads):
+    """d_weight += d_gates^T inputs and d_bias += column sums of d_gates.
+
+    d_gates is (N, G) with zero rows at padded steps, inputs (N, K): the whole
+    sequence's weight gradient as one GEMM after the time loop, split across
+    threads one of two ways:
+    - by rows N, the first thread accumulating into d_weight and each other one
+      into a partial sum added afterwards: the faster split where each thread
+      has at least K rows;
+    - by gate columns G in multiples of 16, each thread accumulating into its
+      own rows of d_weight: no partial sums, which for few rows against a large
+      weight cost more than the product.
+    """
+    n_rows, n_gates = d_gates.shape
+    inner = inputs.shape[1]
+    if n_rows >= n_threads * inner or n_threads == 1:
+        n_chunks = max(1, min(n_threads, n_rows))
+        if n_chunks == 1:
+            accumulate_at_transposed(d_gates, inputs, d_weight, 0, n_rows, 0, n_gates)
+            add_column_sums(d_gates, 0, n_rows, 0, n_gates, d_bias)
+            return
+        parts = np.empty((n_chunks - 1, n_gates, inner), dtype=d_weight.dtype)
+        bias_parts = np.zeros((n_chunks, n_gates), dtype=d_bias.dtype)
+        for chunk in prange(n_chunks):
+            start, stop = chunk_bounds(chunk, n_chunks, n_rows)
+            if chunk == 0:
+                accumulate_at_transposed(d_gates, inputs, d_weight, start, stop, 0, n_gates)
+            else:
+                np.dot(d_gates[start:stop].T, inputs[start:stop], parts[chunk - 1])
+            add_column_sums(d_gates, start, stop, 0, n_gates, bias_parts[chunk])
+        # Explicit loops: in a parallel kernel an array expression becomes a nested
+        # parallel loop of its own, slower to compile and to start.
+        for chunk in prange(n_chunks):
+            first, last = chunk_bounds(chunk, n_chunks, n_gates)
+            for row in range(first, last):
+                for part in range(n_chunks - 1):
+                    for col in range(inner):
+                        d_weight[row, col] += parts[part, row, col]
+                for part in range(n_chunks):
+                    d_bias[row] += bias_parts[part, row]
+        return
+    units = (n_gates + 15) // 16
+    n_chunks = max(1, min(n_threads, units))
+    for chunk in prange(n_chunks):
+        start, stop = chunk_bounds(chunk, n_chunks, units)
+        start, stop = min(16 * start, n_gates), min(16 * stop, n_gates)
+        accumulate_at_transposed(d_gates, inputs, d_weight, 0, n_rows, start, stop - start)
+        add_column_sums(d_gates, 0, n_rows, start, stop, d_bias)
+
+
+param_grads_serial = jit(_param_grads)
+param_grads_parallel = jit(_param_grads, parallel=True)
+_VARIANTS = {
+    "serial": {"rows_dot": jit(_rows_dot), "param_grads": param_grads_serial},
+    "parallel": {"rows_dot": jit(_rows_dot, parallel=True), "param_grads": param_grads_parallel},
+}
+
+
+class CellKernels(types.SimpleNamespace):
+    """A cell's compiled entry points: forward_serial, forward_parallel,
+    backward_serial, backward_parallel (signatures: _forward and _backward; the
+    serial ones ignore n_threads)."""
+
+
+def _sources_hash(*paths):
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as source:
+            digest.update(source.read())
+    return digest.hexdigest()[:12]
+
+
+_KERNEL_SOURCES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "*.py")))
+
+
+def _bound(template, name, namespace):
+    function = types.FunctionType(template.__code__, namespace, name, template.__defaults__)
+    function.__qualname__ = name
+    return function
+
+
+def instantiate(name, forward_step, backward_step, recurrent_grads, recurrent_grads_differ,
+                direct_state_path, cell_source):
+    """The drivers compiled against one cell's step functions (see the module
+    docstring); `cell_source` is the path of the cell's module."""
+    stamp = _sources_hash(*_KERNEL_SOURCES, cell_source)
+    namespace = dict(globals(), cell_forward_step=forward_step,
+                     cell_backward_step=backward_step, cell_recurrent_grads=recurrent_grads,
+                     RECURRENT_GRADS_DIFFER=bool(recurrent_grads_differ),
+                     DIRECT_STATE_PATH=bool(direct_state_path))
+    namespace["_forward_rows"] = jit(_bound(_forward_rows, f"{name}_forward_rows", namespace))
+    namespace["_backward_rows"] = jit(_bound(_backward_rows, f"{name}_backward_rows",
+                                             namespace))
+    kernels = {}
+    for variant, helpers in _VARIANTS.items():
+        variant_namespace = dict(namespace, **helpers)
+        for pass_name, template in (("forward", _forward), ("backward", _backward)):
+            qualified = f"{name}_{pass_name}_{variant}_{stamp}"
+            kernels[f"{pass_name}_{variant}"] = jit(
+                _bound(template, qualified, variant_namespace), cache=True,
+                parallel=variant == "parallel")
+    return CellKernels(**kernels)

@@ -1,0 +1,73 @@
+"""Cell kinds, each described once: its spec (gate count, state, caches) and its
+element-wise gate math for one time step, which fastrnn._kernels.engine compiles
+into the cell's sequence kernels. Everything else (the runner in fastrnn._cells,
+the layers, the model, gradcheck, the CLI, the benchmarks) derives from SPECS.
+
+A cell module defines, as kernels (fastrnn._kernels._jit.jit, no cache: they are
+compiled into the engine's cached kernels):
+
+forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_ih, b_hh,
+             h, c, extra, keep, out)
+    For each batch row b = start + row in [start, stop) with t < lengths[b]:
+    gates[t, b] holds W_ih x_t (G values) and recurrent[row] h_{t-1} W_hh^T;
+    overwrite gates[t, b] with what backward_step needs, update the state
+    h[row] (H) and c[row] (H for a cell state, else 0 values), write h_t to
+    out[t, b], and when `keep` fill extra[t, b] (the cell's extra cache).
+    bias = b_ih + b_hh; `one` is 1 in the arrays' dtype. Padded rows are left
+    alone (the engine zeroes their output).
+
+backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, extra,
+              d_gates, d_hidden, dh, dc)
+    For each valid row: d_total[row] is dL/dh_t (clipped; scratch, may be
+    overwritten), dc[row] dL/dc_t from the step after; write the gradients of
+    the gate pre-activations to d_gates[t, b] (input side) and, if the
+    recurrent side's differ, to d_hidden[row]; update dc[row] to dL/dc_{t-1};
+    for cells with a direct path h_{t-1} -> h_t other than through W_hh, write
+    that part of dL/dh_{t-1} to dh[row] (the engine adds dG W_hh).
+
+recurrent_grads(d_gates, gates)
+    Turn the whole sequence's input-side gate gradients into the recurrent
+    side's, in place, after dW_ih is taken (a no-op where they are the same).
+
+Adding a cell kind: a module here with those three functions and a `SPEC`
+(CellSpec, made with `spec(...)`), an entry in SPECS below, and a thin public
+layer class in fastrnn/layers.py.
+"""
+
+import os
+from typing import NamedTuple
+
+from .._kernels.engine import CellKernels, instantiate
+
+
+class CellSpec(NamedTuple):
+    """One cell kind: `n_gates` gate blocks of H rows in W_ih and W_hh,
+    `state_count` state vectors (1: h; 2: h and c), `cache_width` extra cached
+    values per step in units of H, and its compiled kernels."""
+    name: str
+    n_gates: int
+    state_count: int
+    cache_width: int
+    kernels: CellKernels
+
+    @property
+    def has_cell_state(self):
+        return self.state_count == 2
+
+
+def spec(name, n_gates, state_count, cache_width, forward_step, backward_step,
+         recurrent_grads, recurrent_grads_differ, direct_state_path, module_file):
+    """A CellSpec with the engine's kernels compiled against the step functions."""
+    kernels = instantiate(name, forward_step, backward_step, recurrent_grads,
+                          recurrent_grads_differ, direct_state_path,
+                          os.path.abspath(module_file))
+    return CellSpec(name, n_gates, state_count, cache_width, kernels)
+
+
+def _specs():
+    from . import elman, gru, lstm
+
+    return {cell.name: cell for cell in (elman.TANH_SPEC, elman.RELU_SPEC, lstm.SPEC, gru.SPEC)}
+
+
+SPECS = _specs()

@@ -1,0 +1,79 @@
+"""GRU cell, torch's variant, gate order r, z, n:
+
+    r, z = sigmoid(W_i{r,z} x_t + b_i{r,z} + W_h{r,z} h_{t-1} + b_h{r,z})
+    n = tanh(W_in x_t + b_in + r * (W_hn h_{t-1} + b_hn)),  h_t = (1 - z) * n + z * h_{t-1}
+
+`gates` keeps the activated gates; the extra cache holds W_hn h_{t-1} + b_hn
+(H per step), which BPTT needs for dr. The recurrent-side gradient of the n block
+is r times the input side's, and h_{t-1} reaches h_t directly through z.
+"""
+
+from .._kernels._jit import jit
+from .._kernels.activations import sigmoid, tanh
+from . import spec
+
+
+@jit
+def _forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_ih, b_hh,
+                  h, c, extra, keep, out):
+    hidden = h.shape[1]
+    for row in range(stop - start):
+        b = start + row
+        if t >= lengths[b]:
+            continue
+        for k in range(2 * hidden):
+            gates[t, b, k] = sigmoid(gates[t, b, k] + b_ih[k] + recurrent[row, k] + b_hh[k])
+        for j in range(hidden):
+            hn = recurrent[row, 2 * hidden + j] + b_hh[2 * hidden + j]
+            if keep:  # loop-invariant: LLVM compiles the loop once each way
+                extra[t, b, j] = hn
+            gates[t, b, 2 * hidden + j] = tanh(gates[t, b, 2 * hidden + j]
+                                               + b_ih[2 * hidden + j] + gates[t, b, j] * hn)
+        for j in range(hidden):
+            z_gate = gates[t, b, hidden + j]
+            h_new = (one - z_gate) * gates[t, b, 2 * hidden + j] + z_gate * h[row, j]
+            h[row, j] = h_new
+            out[t, b, j] = h_new
+
+
+@jit
+def _backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, extra,
+                   d_gates, d_hidden, dh, dc):
+    hidden = dh.shape[1]
+    for row in range(stop - start):
+        b = start + row
+        if t >= lengths[b]:
+            continue
+        # Short loops over few arrays each vectorise (as in the LSTM cell).
+        for j in range(hidden):
+            z_gate = gates[t, b, hidden + j]
+            n_gate = gates[t, b, 2 * hidden + j]
+            d_pre_z = d_total[row, j] * (h_prev[t, b, j] - n_gate) * z_gate * (one - z_gate)
+            d_gates[t, b, hidden + j] = d_pre_z
+            d_hidden[row, hidden + j] = d_pre_z
+            d_gates[t, b, 2 * hidden + j] = d_total[row, j] * (one - z_gate) * (one - n_gate * n_gate)
+            dh[row, j] = d_total[row, j] * z_gate  # the direct path h -> h' through z
+        for j in range(hidden):
+            r_gate = gates[t, b, j]
+            d_pre_n = d_gates[t, b, 2 * hidden + j]
+            d_pre_r = d_pre_n * extra[t, b, j] * r_gate * (one - r_gate)
+            d_gates[t, b, j] = d_pre_r
+            d_hidden[row, j] = d_pre_r
+            d_hidden[row, 2 * hidden + j] = d_pre_n * r_gate
+
+
+@jit
+def _recurrent_grads(d_gates, gates):
+    """The n block's recurrent-side gradient is r times the input side's."""
+    n_steps, batch, width = d_gates.shape
+    hidden = width // 3
+    for t in range(n_steps):
+        for b in range(batch):
+            for j in range(hidden):
+                d_gates[t, b, 2 * hidden + j] *= gates[t, b, j]
+
+
+SPEC = spec("gru", n_gates=3, state_count=1, cache_width=1,
+            forward_step=_forward_step, backward_step=_backward_step,
+            recurrent_grads=_recurrent_grads, recurrent_grads_differ=True,
+            direct_state_path=True, module_file=__file__)
