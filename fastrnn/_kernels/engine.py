@@ -58,6 +58,7 @@ from .sequence import (
 cell_forward_step = cell_backward_step = cell_recurrent_grads = None
 rows_dot = param_grads = None
 RECURRENT_GRADS_DIFFER = DIRECT_STATE_PATH = False
+N_GATES = CACHE_WIDTH = 0
 
 
 def _forward_rows(start, stop, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0, lengths,
@@ -95,7 +96,7 @@ def _forward(x, w_ih, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0, lengths,
     empty (0, B, .)), h_prev (T, B, H) and the cell's extra cache (T, B, E).
     """
     n_steps, batch, width = gates.shape
-    one = np.ones(1, dtype=gates.dtype)[0]  # keeps float32 arithmetic in float32
+    one = gates.dtype.type(1.0)  # keeps float32 arithmetic in float32
     # Input projection of every step at once: one GEMM before the time loop.
     rows_dot(x, w_ih.T, gates.reshape(n_steps * batch, width), n_threads)
     n_chunks = batch_chunks(n_threads, batch)
@@ -157,8 +158,8 @@ def _backward(x, w_ih, w_hh, w_hh_blocks, lengths, reverse, n_threads, clip_hidd
     """BPTT over the whole sequence (caches from _forward); parameter gradients
     are accumulated. d_gates (T, B, G) is scratch."""
     n_steps, batch, width = gates.shape
-    one = np.ones(1, dtype=gates.dtype)[0]
-    bound = np.full(1, clip_hidden, dtype=gates.dtype)[0]
+    one = gates.dtype.type(1.0)
+    bound = gates.dtype.type(clip_hidden)
     n_chunks = batch_chunks(n_threads, batch)
     for chunk in prange(n_chunks):
         start, stop = chunk_bounds(chunk, n_chunks, batch)
@@ -178,6 +179,100 @@ def _rows_dot(a, b, out, n_threads):
     for chunk in prange(n_chunks):
         start, stop = chunk_bounds(chunk, n_chunks, a.shape[0])
         np.dot(a[start:stop], b, out[start:stop])
+
+
+def step_work_size(batch, input_size, hidden, n_gates, cache_width):
+    """Size of a single-step cell's work buffer (see _step_views)."""
+    width = n_gates * hidden
+    return batch * (input_size + 2 * hidden + 4 * width + cache_width * hidden) + width
+
+
+def _step_views(work, batch, input_size, hidden):
+    """A single-step cell's work buffer, in order: x and h as the call saw them,
+    the gates (1, B, G), the extra cache (1, B, E), and scratch: the recurrent
+    product (B, G), dL/dh (B, H), the input-side gate gradients (1, B, G), the
+    recurrent side's (B, G), and b_ih + b_hh (G,)."""
+    width = N_GATES * hidden
+    x_end = batch * input_size
+    h_end = x_end + batch * hidden
+    gates_end = h_end + batch * width
+    extra_end = gates_end + batch * CACHE_WIDTH * hidden
+    product_end = extra_end + batch * width
+    d_h_end = product_end + batch * hidden
+    d_gates_end = d_h_end + batch * width
+    d_hidden_end = d_gates_end + batch * width
+    return (work[:x_end].reshape((batch, input_size)),
+            work[x_end:h_end].reshape((batch, hidden)),
+            work[h_end:gates_end].reshape((1, batch, width)),
+            work[gates_end:extra_end].reshape((1, batch, CACHE_WIDTH * hidden)),
+            work[extra_end:product_end].reshape((batch, width)),
+            work[product_end:d_h_end].reshape((batch, hidden)),
+            work[d_h_end:d_gates_end].reshape((1, batch, width)),
+            work[d_gates_end:d_hidden_end].reshape((batch, width)),
+            work[d_hidden_end:d_hidden_end + width])
+
+
+def _param_views(params, input_size, hidden):
+    width = N_GATES * hidden
+    w_ih_end = width * input_size
+    w_hh_end = w_ih_end + width * hidden
+    return (params[:w_ih_end].reshape((width, input_size)),
+            params[w_ih_end:w_hh_end].reshape((width, hidden)),
+            params[w_hh_end:w_hh_end + width], params[w_hh_end + width:w_hh_end + 2 * width])
+
+
+def _cell_forward(x, params, lengths, h, c, work, h1, c1):
+    """One time step of the single-step cells: h1 (and c1) from x (B, I) and the
+    state h (B, H), c (B, S). params holds W_ih, W_hh, b_ih, b_hh flat in that
+    order; `work` (see _step_views) keeps what _cell_backward needs, and
+    lengths (B,) are ones."""
+    batch, input_size = x.shape
+    hidden = h.shape[1]
+    w_ih, w_hh, b_ih, b_hh = _param_views(params, input_size, hidden)
+    x_kept, h_kept, gates, extra, recurrent, _, _, _, bias = _step_views(
+        work, batch, input_size, hidden)
+    copy_rows(x, x_kept, 0)
+    copy_rows(h, h_kept, 0)
+    copy_rows(h, h1, 0)
+    copy_rows(c, c1, 0)
+    for k in range(bias.shape[0]):
+        bias[k] = b_ih[k] + b_hh[k]
+    np.dot(x, w_ih.T, gates[0])
+    np.dot(h, w_hh.T, recurrent)
+    cell_forward_step(0, 0, batch, lengths, x.dtype.type(1.0), gates, recurrent, bias, b_ih,
+                      b_hh, h1, c1, extra, True, h1.reshape((1, batch, hidden)))
+
+
+def _cell_backward(params, grads, lengths, d_h1, d_c1, work, input_size, dx, dh, dc):
+    """BPTT through the last _cell_forward: dx, dh, dc from dL/dh1 and dL/dc1;
+    accumulates the parameter gradients into grads (laid out as params)."""
+    batch, hidden = d_h1.shape
+    w_ih, w_hh, _, _ = _param_views(params, input_size, hidden)
+    dw_ih, dw_hh, db_ih, db_hh = _param_views(grads, input_size, hidden)
+    x_kept, h_kept, gates, extra, _, d_total, d_gates, d_hidden, _ = _step_views(
+        work, batch, input_size, hidden)
+    copy_rows(d_h1, d_total, 0)
+    copy_rows(d_c1, dc, 0)
+    cell_backward_step(0, 0, batch, lengths, d_h1.dtype.type(1.0), d_total, gates,
+                       h_kept.reshape((1, batch, hidden)), extra, d_gates, d_hidden, dh, dc)
+    through_weight = d_total  # free once the cell's step has read it
+    if RECURRENT_GRADS_DIFFER:
+        np.dot(d_hidden, w_hh, through_weight)
+    else:
+        np.dot(d_gates[0], w_hh, through_weight)
+    for row in range(batch):
+        for j in range(hidden):
+            if DIRECT_STATE_PATH:
+                dh[row, j] += through_weight[row, j]
+            else:
+                dh[row, j] = through_weight[row, j]
+    np.dot(d_gates[0], w_ih, dx)
+    width = d_gates.shape[2]
+    accumulate_at_transposed(d_gates[0], x_kept, dw_ih, 0, batch, 0, width)
+    add_column_sums(d_gates[0], 0, batch, 0, width, db_ih)
+    cell_recurrent_grads(d_gates, gates)
+    accumulate_at_transposed(d_gates[0], h_kept, dw_hh, 0, batch, 0, width)
+    add_column_sums(d_gates[0], 0, batch, 0, width, db_hh)
 
 
 def _param_grads(d_gates, inputs, d_weight, d_bias, n_threads):
@@ -241,7 +336,8 @@ _VARIANTS = {
 class CellKernels(types.SimpleNamespace):
     """A cell's compiled entry points: forward_serial, forward_parallel,
     backward_serial, backward_parallel (signatures: _forward and _backward; the
-    serial ones ignore n_threads)."""
+    serial ones ignore n_threads), and step_forward, step_backward for the
+    single-step cells (_cell_forward, _cell_backward)."""
 
 
 def _sources_hash(*paths):
@@ -261,15 +357,18 @@ def _bound(template, name, namespace):
     return function
 
 
-def instantiate(name, forward_step, backward_step, recurrent_grads, recurrent_grads_differ,
-                direct_state_path, cell_source):
+def instantiate(name, n_gates, cache_width, forward_step, backward_step, recurrent_grads,
+                recurrent_grads_differ, direct_state_path, cell_source):
     """The drivers compiled against one cell's step functions (see the module
     docstring); `cell_source` is the path of the cell's module."""
     stamp = _sources_hash(*_KERNEL_SOURCES, cell_source)
     namespace = dict(globals(), cell_forward_step=forward_step,
                      cell_backward_step=backward_step, cell_recurrent_grads=recurrent_grads,
                      RECURRENT_GRADS_DIFFER=bool(recurrent_grads_differ),
-                     DIRECT_STATE_PATH=bool(direct_state_path))
+                     DIRECT_STATE_PATH=bool(direct_state_path), N_GATES=int(n_gates),
+                     CACHE_WIDTH=int(cache_width))
+    for helper in (_step_views, _param_views):
+        namespace[helper.__name__] = jit(_bound(helper, f"{name}{helper.__name__}", namespace))
     namespace["_forward_rows"] = jit(_bound(_forward_rows, f"{name}_forward_rows", namespace))
     namespace["_backward_rows"] = jit(_bound(_backward_rows, f"{name}_backward_rows",
                                              namespace))
@@ -281,4 +380,7 @@ def instantiate(name, forward_step, backward_step, recurrent_grads, recurrent_gr
             kernels[f"{pass_name}_{variant}"] = jit(
                 _bound(template, qualified, variant_namespace), cache=True,
                 parallel=variant == "parallel")
+    for step_name, template in (("step_forward", _cell_forward), ("step_backward", _cell_backward)):
+        kernels[step_name] = jit(_bound(template, f"{name}_{step_name}_{stamp}", namespace),
+                                 cache=True)
     return CellKernels(**kernels)

@@ -58,8 +58,8 @@ class CellSpec(NamedTuple):
 def spec(name, n_gates, state_count, cache_width, forward_step, backward_step,
          recurrent_grads, recurrent_grads_differ, direct_state_path, module_file):
     """A CellSpec with the engine's kernels compiled against the step functions."""
-    kernels = instantiate(name, forward_step, backward_step, recurrent_grads,
-                          recurrent_grads_differ, direct_state_path,
+    kernels = instantiate(name, n_gates, cache_width, forward_step, backward_step,
+                          recurrent_grads, recurrent_grads_differ, direct_state_path,
                           os.path.abspath(module_file))
     return CellSpec(name, n_gates, state_count, cache_width, kernels)
 

@@ -1,0 +1,280 @@
+"""Single-step cells with torch's semantics: fastrnn.RNNCell, LSTMCell, GRUCell.
+
+One call advances a batch by one time step, the streaming path: one compiled
+call of the cell's step kernel (fastrnn._kernels.engine), input checks that cost
+a few attribute reads when the shapes and dtypes are those of the last call, and
+no allocation beyond the outputs (the kernel keeps what backward needs in a work
+buffer the cell reuses). Parameters and gradients live in one flat buffer each;
+`params` and `grads` map torch's names to views of it.
+"""
+
+import types
+
+import numpy as np
+
+from . import _threads
+from ._grad_mode import is_grad_enabled
+from ._kernels.clipping import clip_by_norm, clip_by_value
+from ._kernels.engine import step_work_size
+from ._validate import (
+    as_dtype,
+    float_array,
+    non_negative_float,
+    one_of,
+    positive_int,
+    seed_sequence,
+    shape_error,
+)
+from .cells import SPECS
+
+
+class _StepCell:
+    """Shared machinery of the single-step cells (one cell kind per subclass)."""
+
+    _spec_name = None
+
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None):
+        self.input_size = positive_int(input_size, "input_size")
+        self.hidden_size = positive_int(hidden_size, "hidden_size")
+        self.bias = bool(bias)
+        self.dtype = as_dtype(dtype)
+        self._spec = SPECS[self._spec_name]
+        width = self._spec.n_gates * self.hidden_size
+        shapes = {"weight_ih": (width, self.input_size), "weight_hh": (width, self.hidden_size),
+                  "bias_ih": (width,), "bias_hh": (width,)}
+        # The kernel reads biases in every case; without them they stay zero and
+        # are not among `params`.
+        size = sum(int(np.prod(shape)) for shape in shapes.values())
+        self._flat_params = np.zeros(size, dtype=self.dtype)
+        self._flat_grads = np.zeros(size, dtype=self.dtype)
+        params, grads, offset = {}, {}, 0
+        for name, shape in shapes.items():
+            end = offset + int(np.prod(shape))
+            if self.bias or name.startswith("weight"):
+                params[name] = self._flat_params[offset:end].reshape(shape)
+                grads[name] = self._flat_grads[offset:end].reshape(shape)
+            offset = end
+        self._weights_size = width * (self.input_size + self.hidden_size)
+        self.params = types.MappingProxyType(params)
+        self.grads = types.MappingProxyType(grads)
+        self.grad_norm = None
+        self._batch = None  # rows of the buffers below
+        self._last = None  # (batch, unbatched) of the latest call made with gradients
+        self.reset_parameters(seed)
+
+    # ----------------------------------------------------------------- parameters
+    @property
+    def n_gates(self):
+        """Gate blocks stacked in weight_ih / weight_hh (rows = n_gates * hidden_size)."""
+        return self._spec.n_gates
+
+    @property
+    def has_cell_state(self):
+        """Whether the cell carries a cell state c beside h (the LSTM cell)."""
+        return self._spec.has_cell_state
+
+    def reset_parameters(self, seed=None):
+        """Draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), reproducibly from `seed`
+        (an int, a SeedSequence or None), as torch's cells are initialised."""
+        rng = np.random.default_rng(seed_sequence(seed))
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        count = self._flat_params.size if self.bias else self._weights_size
+        self._flat_params[:count] = rng.uniform(-bound, bound, count)
+
+    def zero_grad(self):
+        self._flat_grads[:] = 0.0
+
+    def state_dict(self):
+        """Copies of the parameters, keyed by torch's names."""
+        return {name: value.copy() for name, value in self.params.items()}
+
+    def load_state_dict(self, state_dict):
+        """Load parameters from a mapping of torch's names to array-likes (a torch
+        cell's state_dict moved to numpy). Every key and shape is checked before
+        anything is written."""
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(f"state_dict must be a mapping of names to arrays, "
+                            f"got {type(state_dict).__name__}")
+        missing = sorted(set(self.params) - set(state_dict.keys()))
+        extra = sorted(set(state_dict.keys()) - set(self.params))
+        if missing or extra:
+            raise KeyError(f"state_dict keys do not match {type(self).__name__}: "
+                           f"missing {missing}, unexpected {extra}")
+        staged = {}
+        for name, target in self.params.items():
+            value = float_array(state_dict[name], f"state_dict[{name!r}]", self.dtype)
+            if value.shape != target.shape:
+                raise shape_error(f"state_dict[{name!r}]", target.shape, value.shape)
+            staged[name] = value
+        for name, value in staged.items():
+            self.params[name][...] = value
+
+    # -------------------------------------------------------------------- forward
+    def _step(self, x, h, c):
+        """(h1, c1, unbatched) for one step; c and c1 are (B, 0) for cells without
+        a cell state."""
+        if not (type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 2
+                and x.flags.c_contiguous and x.shape[0] == self._batch
+                and x.shape[1] == self.input_size and self._same_state(h, self._batch)
+                and self._same_state(c, self._batch)):
+            x, h, c, unbatched = self._checked(x, h, c)
+        else:
+            unbatched = False
+        batch = x.shape[0]
+        h1 = np.empty((batch, self.hidden_size), dtype=self.dtype)
+        c1 = np.empty_like(h1) if self.has_cell_state else self._no_cell_state
+        with _threads.kernel_threads(batch * self._weights_size, batch=1):
+            self._spec.kernels.step_forward(x, self._flat_params, self._ones, h, c, self._work,
+                                            h1, c1)
+        self._last = (batch, unbatched) if is_grad_enabled() else None
+        return h1, c1, unbatched
+
+    def _same_state(self, state, batch):
+        """Whether `state` can go to the kernel as it is (what the last call returned)."""
+        width = self.hidden_size if state is not self._no_cell_state else 0
+        return (type(state) is np.ndarray and state.dtype == self.dtype and state.ndim == 2
+                and state.flags.c_contiguous and state.shape[0] == batch
+                and state.shape[1] == width)
+
+    def _checked(self, x, h, c):
+        x = float_array(x, "x", self.dtype)
+        if x.ndim not in (1, 2):
+            raise ValueError(f"x must be 1-D (I,) unbatched or 2-D (B, I), got {x.ndim}-D "
+                             f"with shape {x.shape}")
+        unbatched = x.ndim == 1
+        x = np.ascontiguousarray(x.reshape(1, -1) if unbatched else x)
+        batch, features = x.shape
+        if features != self.input_size:
+            raise ValueError(f"x must have {self.input_size} features (input_size) in its "
+                             f"last dimension, got shape {x.shape if not unbatched else (features,)}")
+        if batch == 0:
+            raise ValueError("x must hold at least one sequence, got shape (0, I)")
+        if batch != self._batch:
+            self._resize(batch)
+        h = self._state(h, "h", batch, unbatched)
+        c = self._state(c, "c", batch, unbatched) if self.has_cell_state \
+            else self._no_cell_state
+        return x, h, c, unbatched
+
+    def _state(self, value, name, batch, unbatched):
+        if value is None:
+            return np.zeros((batch, self.hidden_size), dtype=self.dtype)
+        array = float_array(value, name, self.dtype)
+        expected = (self.hidden_size,) if unbatched else (batch, self.hidden_size)
+        if array.shape != expected:
+            layout = "(H,) for unbatched x" if unbatched else "(B, H)"
+            raise shape_error(name, f"{expected} {layout}", array.shape)
+        return np.ascontiguousarray(array.reshape(batch, self.hidden_size))
+
+    def _resize(self, batch):
+        """Buffers for a batch of `batch` rows (kept until the batch size changes)."""
+        spec = self._spec
+        self._work = np.empty(step_work_size(batch, self.input_size, self.hidden_size,
+                                             spec.n_gates, spec.cache_width), dtype=self.dtype)
+        self._ones = np.ones(batch, dtype=np.int64)  # every row's "length" is this step
+        self._no_cell_state = np.empty((batch, 0), dtype=self.dtype)
+        self._batch = batch
+        self._last = None
+
+    _no_cell_state = None
+
+    # ------------------------------------------------------------------- backward
+    def _step_backward(self, d_h1, d_c1, max_norm, clip_value):
+        if self._last is None:
+            raise RuntimeError(f"{type(self).__name__}.backward needs a call made with "
+                               "gradients enabled first (none since the last batch-size "
+                               "change, or the last ran inside fastrnn.no_grad())")
+        max_norm = non_negative_float(max_norm, "max_norm")
+        clip_value = non_negative_float(clip_value, "clip_value")
+        batch, unbatched = self._last
+        d_h1 = self._state(d_h1, "d_h1", batch, unbatched)
+        d_c1 = self._state(d_c1, "d_c1", batch, unbatched) if self.has_cell_state \
+            else self._no_cell_state
+        dx = np.empty((batch, self.input_size), dtype=self.dtype)
+        dh = np.empty((batch, self.hidden_size), dtype=self.dtype)
+        dc = np.empty_like(dh) if self.has_cell_state else self._no_cell_state
+        with _threads.kernel_threads(2 * batch * self._weights_size, batch=1):
+            self._spec.kernels.step_backward(self._flat_params, self._flat_grads, self._ones,
+                                             d_h1, d_c1, self._work, self.input_size, dx, dh,
+                                             dc)
+        if not self.bias:
+            self._flat_grads[self._weights_size:] = 0.0
+        if clip_value is not None:
+            clip_by_value(self._flat_grads, clip_value)
+        self.grad_norm = clip_by_norm(self._flat_grads, max_norm) if max_norm is not None \
+            else None
+        if unbatched:
+            return dx[0], dh[0], dc[0] if self.has_cell_state else None
+        return dx, dh, dc if self.has_cell_state else None
+
+    def __repr__(self):
+        extra = "" if self.bias else ", bias=False"
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
+                f"dtype={self.dtype.name})")
+
+
+def _user_state(state, unbatched):
+    return state[0] if unbatched else state
+
+
+class RNNCell(_StepCell):
+    """Elman cell, one step: h1 = f(W_ih x + b_ih + W_hh h + b_hh), f = tanh or relu."""
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh",
+                 dtype=np.float32, seed=None):
+        self.nonlinearity = one_of(nonlinearity, ("tanh", "relu"), "nonlinearity")
+        self._spec_name = "rnn_" + nonlinearity
+        super().__init__(input_size, hidden_size, bias, dtype, seed)
+
+    def __call__(self, x, h=None):
+        """h1 (B, H) from x (B, I) or unbatched (I,) and h (zeros if omitted)."""
+        h1, _, unbatched = self._step(x, h, self._no_cell_state)
+        return _user_state(h1, unbatched)
+
+    forward = __call__
+
+    def backward(self, d_h1, max_norm=None, clip_value=None):
+        """Gradients of the latest call; accumulates into `grads`. Returns (dx, dh).
+        `clip_value` clips every parameter gradient element-wise, then `max_norm`
+        rescales them to a global L2 norm of at most max_norm (the pre-clip norm
+        is kept in `grad_norm`)."""
+        dx, dh, _ = self._step_backward(d_h1, None, max_norm, clip_value)
+        return dx, dh
+
+
+class GRUCell(RNNCell):
+    """GRU cell, torch's variant: n = tanh(W_in x + b_in + r * (W_hn h + b_hn))."""
+
+    _spec_name = "gru"
+
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None):
+        _StepCell.__init__(self, input_size, hidden_size, bias, dtype, seed)
+
+
+class LSTMCell(_StepCell):
+    """LSTM cell, one step, torch's gate order i, f, g, o."""
+
+    _spec_name = "lstm"
+
+    def __call__(self, x, state=None):
+        """(h1, c1) from x (B, I) or unbatched (I,) and state (h, c) (zeros if omitted)."""
+        h, c = _state_pair(state, "state")
+        h1, c1, unbatched = self._step(x, h, c)
+        return _user_state(h1, unbatched), _user_state(c1, unbatched)
+
+    forward = __call__
+
+    def backward(self, d_state, max_norm=None, clip_value=None):
+        """Gradients of the latest call for d_state = (d_h1, d_c1) (either may be
+        None: zeros); returns (dx, (dh, dc)). Clipping as RNNCell.backward."""
+        d_h1, d_c1 = _state_pair(d_state, "d_state")
+        dx, dh, dc = self._step_backward(d_h1, d_c1, max_norm, clip_value)
+        return dx, (dh, dc)
+
+
+def _state_pair(value, name):
+    if value is None:
+        return None, None
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair (h, c) or None, got {type(value).__name__}")
+    return value[0], value[1]
