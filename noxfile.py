@@ -1,4 +1,4 @@
-"""Sessions: tests (default), lint, demo, bench, fuzz. Each installs what it needs."""
+"""Sessions: tests (default), lint, demo, bench, fuzz, mutants. Each installs what it needs."""
 
 import nox
 
@@ -52,3 +52,14 @@ def fuzz(session):
         session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
                     "tests/test_fuzz.py", f"--hypothesis-seed={seed}",
                     env={"HYPOTHESIS_PROFILE": "fuzz"})
+
+
+@nox.session
+def mutants(session):
+    """Hand-written mutants of the kernels and layers (tools/mutants.py), each in its
+    own copy of the repository: every one must make its tests fail.
+
+    `nox -s mutants -- ID ...` runs some, `-- --list` lists them, `-- --jobs 2`.
+    """
+    session.install("-e", ".[test]", TORCH, JAX)
+    session.run("python", "tools/mutants.py", *session.posargs)
