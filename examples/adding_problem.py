@@ -122,7 +122,7 @@ def parse_args(argv):
     parser.add_argument("--max-norm", type=float, default=1.0,
                         help="gradient-norm clipping threshold")
     parser.add_argument("--cells", nargs="+", default=["rnn", "lstm"],
-                        choices=["rnn", "rnn_relu", "lstm", "gru"])
+                        choices=fastrnn.layers.CELL_NAMES)
     parser.add_argument("--stop-when-solved", action="store_true",
                         help=f"stop a model once its MSE is below {TARGET_MSE}")
     parser.add_argument("--test-size", type=int, default=2000,

@@ -32,7 +32,7 @@ def parse_args(argv):
     parser.add_argument("--text", metavar="FILE",
                         help="UTF-8 text to learn (default: the source of a few standard-"
                              "library modules)")
-    parser.add_argument("--cell", default="lstm", choices=["rnn", "rnn_relu", "lstm", "gru"])
+    parser.add_argument("--cell", default="lstm", choices=fastrnn.layers.CELL_NAMES)
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--window", type=int, default=64,

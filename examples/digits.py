@@ -49,7 +49,7 @@ def parse_args(argv):
         description="Classify scikit-learn's 8x8 digits with a recurrent network that reads "
                     "each image one pixel row per step.")
     parser.add_argument("--quick", action="store_true", help="tiny run for smoke tests")
-    parser.add_argument("--cell", default="lstm", choices=["rnn", "rnn_relu", "lstm", "gru"])
+    parser.add_argument("--cell", default="lstm", choices=fastrnn.layers.CELL_NAMES)
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)

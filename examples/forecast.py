@@ -57,7 +57,7 @@ def parse_args(argv):
         description="Forecast the chaotic Mackey-Glass series with a recurrent network and "
                     "compare its test RMSE with the naive last-value forecast.")
     parser.add_argument("--quick", action="store_true", help="tiny run for smoke tests")
-    parser.add_argument("--cell", default="lstm", choices=["rnn", "rnn_relu", "lstm", "gru"])
+    parser.add_argument("--cell", default="lstm", choices=fastrnn.layers.CELL_NAMES)
     parser.add_argument("--samples", type=int, default=4000, help="length of the series")
     parser.add_argument("--test-fraction", type=float, default=0.25,
                         help="the final part of the series held out for testing")

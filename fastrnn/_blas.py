@@ -17,11 +17,10 @@ import threading
 
 # OpenBLAS worker threads spin for 2**28 clock cycles (about 0.1 s) after each call
 # before they sleep: in a process that also runs torch, JAX or the user's own
-# threads, that takes cores from them (torch's LSTM training step ran 1.8x slower
-# beside it). 2**20 cycles (about 0.3 ms) still covers the gaps between one call's
-# per-step products. The setting is read once, when the library loads, so it is
-# applied only if the library is not loaded yet and the user has not chosen a value,
-# and the environment is left as it was.
+# threads, that takes cores from them. 2**20 cycles (about 0.3 ms) still covers the
+# gaps between one call's per-step products. The setting is read once, when the
+# library loads, so it is applied only if the library is not loaded yet and the user
+# has not chosen a value, and the environment is left as it was.
 _TIMEOUT_VARIABLE = "OPENBLAS_THREAD_TIMEOUT"
 _set_timeout = _TIMEOUT_VARIABLE not in os.environ
 if _set_timeout:
@@ -65,10 +64,9 @@ controllable = _get_threads is not None
 # OpenBLAS's AVX-512 cores run a GEMM with M * N * K <= 1e6 (column-major terms,
 # neither operand transposed twice) through "small-matrix" kernels that read the
 # operands in place instead of packing them first. A recurrent step's product,
-# split into column blocks under that size, then runs 1.5-3x faster than one
-# packed GEMM that repacks the whole weight every step (measured on the 2-core
-# AMD EPYC development machine, which OpenBLAS runs as SkylakeX). Other cores
-# (Haswell, Zen without AVX-512, ARM) would pack every block: no blocking there.
+# split into column blocks under that size, then skips the repacking of the whole
+# weight that one packed GEMM does every step. Other cores (Haswell, Zen without
+# AVX-512, ARM) would pack every block: no blocking there.
 SMALL_PRODUCT = 1_000_000
 small_matrix_kernels = core_name.lower() in ("skylakex", "cooperlake", "sapphirerapids")
 

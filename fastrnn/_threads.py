@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numba
 
 from . import _blas
+from ._validate import int_from_text, int_in_range
 
 if not os.environ.get("NUMBA_THREADING_LAYER"):
     numba.config.THREADING_LAYER_PRIORITY = ["tbb", "omp", "workqueue"]
@@ -81,21 +82,11 @@ def _parse_env():
     raw = os.environ.get(_ENV_VAR)
     if raw is None or raw.strip() == "":
         return _max_threads()
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{_ENV_VAR} must be a positive integer, got {raw!r}") from None
-    return _check(value, _ENV_VAR)
+    return _thread_count(int_from_text(raw, _ENV_VAR), _ENV_VAR)
 
 
-def _check(n, name):
-    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
-        raise TypeError(f"{name} must be an integer, got {type(n).__name__}")
-    n = int(n)
-    if not 1 <= n <= _max_threads():
-        raise ValueError(f"{name} must be between 1 and {_max_threads()} "
-                         f"(the cores this process may use), got {n}")
-    return n
+def _thread_count(n, name):
+    return int_in_range(n, name, 1, _max_threads(), " (the cores this process may use)")
 
 
 _num_threads = _parse_env()
@@ -104,7 +95,7 @@ _num_threads = _parse_env()
 def set_num_threads(n):
     """Set how many threads fastrnn's kernels use (1 .. all cores the process may use)."""
     global _num_threads
-    _num_threads = _check(n, "n")
+    _num_threads = _thread_count(n, "n")
 
 
 def get_num_threads():

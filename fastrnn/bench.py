@@ -15,6 +15,7 @@ workloads and counts its FLOPs with the functions here.
 
 import contextlib
 import datetime
+import functools
 import os
 import platform
 import statistics
@@ -24,8 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CELLS = ("rnn", "lstm", "gru")
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+from ._validate import int_in_range, one_of
+from .layers import layer_for_cell
+
+CELLS = ("rnn", "lstm", "gru")  # the cells timed against torch's and JAX's counterparts
 MODES = ("train", "forward", "stream")
 PEERS = ("torch", "jax")
 FRAMEWORKS = ("fastrnn",) + PEERS
@@ -34,9 +37,8 @@ STREAM_HIDDEN = 128
 MIN_SAMPLE_SECONDS = 0.005     # each timed sample repeats the call until it lasts this long
 # Before each timed sample the workload runs untimed for this long, so the sample
 # does not share the cores with the previous framework's idle threads: torch's
-# OpenMP workers spin for about 10 ms after each call (measured on the 2-core
-# development machine), and a sample that starts in that window measures the
-# neighbour, not the framework.
+# OpenMP workers spin for about 10 ms after each call, and a sample that starts in
+# that window measures the neighbour, not the framework.
 SETTLE_SECONDS = 0.015
 
 
@@ -68,6 +70,13 @@ class PeerNotInstalled(Exception):
     """A comparison framework (torch, JAX) cannot be imported."""
 
 
+@functools.cache
+def _cell_description(cell):
+    """(gate blocks, whether it carries a cell state) of a cell, from its layer."""
+    layer = layer_for_cell(cell, 1, 1)
+    return layer.n_gates, layer.has_cell_state
+
+
 # --------------------------------------------------------------------------- FLOPs
 def flop_count(cell, shape, mode="forward"):
     """Floating-point operations of one call, counting the matrix products only.
@@ -77,11 +86,10 @@ def flop_count(cell, shape, mode="forward"):
     product (input gradients and weight gradients). A streaming call is a forward
     with T = B = 1.
     """
-    if cell not in GATES:
-        raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    forward = 2 * shape.T * shape.B * GATES[cell] * shape.H * (shape.I + shape.H)
+    one_of(cell, CELLS, "cell")
+    one_of(mode, MODES, "mode")
+    n_gates, _ = _cell_description(cell)
+    forward = 2 * shape.T * shape.B * n_gates * shape.H * (shape.I + shape.H)
     return 3 * forward if mode == "train" else forward
 
 
@@ -154,12 +162,9 @@ def make_workload(framework, cell, mode, shape, seed=0):
     not yet warmed up (for JAX it is compiled already).
     """
     builders = {"fastrnn": _fastrnn_workload, "torch": _torch_workload, "jax": _jax_workload}
-    if framework not in builders:
-        raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
-    if cell not in CELLS:
-        raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    one_of(framework, FRAMEWORKS, "framework")
+    one_of(cell, CELLS, "cell")
+    one_of(mode, MODES, "mode")
     if mode == "stream":
         shape = STREAM_SHAPE
     return builders[framework](cell, mode, shape, make_inputs(shape, seed), seed)
@@ -168,8 +173,7 @@ def make_workload(framework, cell, mode, shape, seed=0):
 def _fastrnn_workload(cell, mode, shape, x, seed):
     import fastrnn
 
-    layer_class = {"rnn": fastrnn.RNN, "lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[cell]
-    layer = layer_class(shape.I, shape.H, dtype=np.float32, seed=seed)
+    layer = layer_for_cell(cell, shape.I, shape.H, dtype=np.float32, seed=seed)
     if mode == "train":
         d_out = np.ones((shape.T, shape.B, shape.H), dtype=np.float32)
 
@@ -287,13 +291,14 @@ def _jax_workload(cell, mode, shape, x, seed):
     step = _jax_cell(cell, jax)
     rng = np.random.default_rng(seed)
     bound = 1.0 / np.sqrt(shape.H)
-    gate_rows = GATES[cell] * shape.H
+    n_gates, has_cell_state = _cell_description(cell)
+    gate_rows = n_gates * shape.H
     params = {name: jnp.asarray(rng.uniform(-bound, bound, size).astype(np.float32))
               for name, size in (("weight_ih", (gate_rows, shape.I)),
                                  ("weight_hh", (gate_rows, shape.H)),
                                  ("bias_ih", (gate_rows,)), ("bias_hh", (gate_rows,)))}
     zeros = jnp.zeros((shape.B, shape.H), jnp.float32)
-    initial_state = (zeros, zeros) if cell == "lstm" else zeros
+    initial_state = (zeros, zeros) if has_cell_state else zeros
     x = jnp.asarray(x)
 
     def sequence(params, x, state):
@@ -411,8 +416,7 @@ def run(args):
     cells = parse_cells(args.cells)
     shapes = [parse_shape(text) for text in args.shape] if args.shape else list(GRID.values())
     modes = MODES if args.mode == "all" else (args.mode,)
-    if args.repeats < 1:
-        raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+    int_in_range(args.repeats, "--repeats", 1)
     threads = fastrnn.get_num_threads() if args.threads is None else args.threads
     restore_threads = set_threads(threads)   # validates the count
     try:

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from ._compile import announce_compilation
 from .layers import CELL_NAMES as CELL_CHOICES
 from .layers import layer_for_cell
 
@@ -20,7 +21,7 @@ def _gradcheck(args):
     x = rng.standard_normal((args.steps, args.batch, args.input_size))
     rows = layer.num_layers * layer.num_directions
     h0 = rng.standard_normal((rows, args.batch, args.hidden_size))
-    state = (h0, rng.standard_normal(h0.shape)) if args.cell == "lstm" else h0
+    state = (h0, rng.standard_normal(h0.shape)) if layer.has_cell_state else h0
     lengths = rng.integers(1, args.steps + 1, size=args.batch) if args.lengths else None
     report = gradcheck(layer, x, state, lengths, eps=args.eps, atol=args.atol, rtol=args.rtol,
                        seed=args.seed)
@@ -46,9 +47,10 @@ def _train_model(args, text, log=print):
             text, cell=args.cell, hidden_size=args.hidden_size, num_layers=args.layers,
             dropout=args.dropout if args.layers > 1 else 0.0,
             optimizer=optim.Adam(lr=args.lr), max_norm=args.max_norm, seed=args.seed)
-    n_params = model._flat_params.size
+    config = model.config  # a resumed model's, not the command line's
     log(f"corpus: {len(text):,} characters, vocabulary {len(model.vocab)}; "
-        f"model: {args.cell} H={args.hidden_size} x{args.layers}, {n_params:,} parameters")
+        f"model: {config['cell']} H={config['hidden_size']} x{config['num_layers']}, "
+        f"{model.num_parameters:,} parameters")
     started = time.perf_counter()
     last_report = [started]
 
@@ -131,6 +133,58 @@ def _bench(args):
     return bench.run(args)
 
 
+def _comma_separated(choices):
+    """argparse type: a comma-separated list of some of `choices`."""
+    def parse(text):
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if name not in choices]
+        if not names or unknown:
+            raise argparse.ArgumentTypeError(
+                f"choose from {', '.join(choices)} (comma-separated), got {text!r}")
+        return names
+    return parse
+
+
+def _compile_kernels(args):
+    import numba
+
+    from ._fill_cache import cache_location, fill_cache, parallel_threads
+
+    if numba.config.DISABLE_JIT:
+        print("fastrnn compile: NUMBA_DISABLE_JIT is set, so nothing compiles")
+        return 0
+    print(f"fastrnn compile: filling the kernel cache in {cache_location()}")
+    if parallel_threads() == 1:
+        print("  the multi-threaded kernels are left out: numba may use 1 thread here "
+              "(set NUMBA_NUM_THREADS=2 or more to include them)")
+    started = time.perf_counter()
+    for filled in fill_cache(args.cells, args.dtypes):
+        what = (f"compiled {filled.compiled} kernel specialisations" if filled.compiled
+                else "all kernels already cached")
+        print(f"  {filled.cell:8s} {filled.dtype:7s}  {what} ({filled.seconds:.1f} s)",
+              flush=True)
+    print(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _add_compile_command(commands):
+    command = commands.add_parser(
+        "compile", help="compile the kernels ahead of time into numba's cache",
+        description="Compile every kernel the given cells and dtypes can reach (inference, "
+                    "training with clipping, single- and multi-threaded, the single-step "
+                    "cells, the model's head, losses and optimizers) into numba's on-disk "
+                    "cache (NUMBA_CACHE_DIR when set), so that later processes start "
+                    "without compiling: for container images and CI. numba keys the cache "
+                    "by CPU: fill it on the kind of machine that will use it.")
+    command.add_argument("--cells", type=_comma_separated(CELL_CHOICES),
+                         default=list(CELL_CHOICES),
+                         help=f"comma-separated, from {','.join(CELL_CHOICES)} (default: all)")
+    command.add_argument("--dtypes", type=_comma_separated(("float32", "float64")),
+                         default=["float32", "float64"],
+                         help="comma-separated, from float32,float64 (default: both)")
+    command.set_defaults(run=_compile_kernels)
+
+
 def _parser():
     parser = argparse.ArgumentParser(
         prog="fastrnn", description="CPU recurrent networks on fused Numba kernels.")
@@ -196,14 +250,18 @@ def _parser():
 
     bench_module.add_arguments(bench)
     bench.set_defaults(run=_bench)
+    _add_compile_command(commands)
     return parser
 
 
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
+    # `compile` reports what it compiles itself; every other command says when it must.
+    notice_stream = None if args.command == "compile" else sys.stderr
     try:
-        return args.run(args)
+        with announce_compilation(notice_stream):
+            return args.run(args)
     except (ValueError, TypeError, KeyError, OSError) as error:
         # Bad input is reported as one line and exit status 2, never a traceback.
         print(f"fastrnn {args.command}: error: {error}", file=sys.stderr)

@@ -7,8 +7,9 @@ from ._validate import non_negative_float
 
 
 def _gradient_buffers(grads):
-    """The arrays to clip: a layer's one flat buffer, or each array of a mapping."""
-    flat = getattr(grads, "_flat_grads", None)
+    """The arrays to clip: a layer's or model's one flat buffer, or each array of a
+    mapping."""
+    flat = getattr(grads, "flat_grads", None)
     if flat is not None:
         return [flat]
     if not hasattr(grads, "values"):

@@ -4,7 +4,7 @@ import dataclasses
 
 import numpy as np
 
-from ._validate import non_negative_float
+from ._validate import non_negative_float, positive_float
 
 
 def numerical_grad(f, x, eps=1e-6):
@@ -13,7 +13,7 @@ def numerical_grad(f, x, eps=1e-6):
     `f` is called with a float64 array of x's shape whose elements are perturbed
     one at a time by +-eps; it must return a real scalar.
     """
-    eps = _positive(eps, "eps")
+    eps = positive_float(eps, "eps")
     point = np.array(x, dtype=np.float64)  # private copy, perturbed in place
     return _central_differences(f, point, eps)
 
@@ -41,13 +41,6 @@ def _scalar(value):
         raise TypeError(f"f must return a real scalar, got {value.dtype} array of shape "
                         f"{value.shape}")
     return float(value.reshape(()))
-
-
-def _positive(value, name):
-    value = non_negative_float(value, name, allow_none=False)
-    if value == 0.0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,29 +100,18 @@ def gradcheck(layer, x, state=None, lengths=None, *, eps=1e-6, atol=1e-5, rtol=1
     are checked, in float64: a float32 layer is checked through a float64 copy.
     Each element passes when |analytic - numeric| <= atol + rtol * |numeric|.
     """
-    from .layers import LSTM  # the layers module imports nothing from here
-
-    eps = _positive(eps, "eps")
+    eps = positive_float(eps, "eps")
     atol = non_negative_float(atol, "atol", allow_none=False)
     rtol = non_negative_float(rtol, "rtol", allow_none=False)
-    if not hasattr(layer, "_flat_params"):
+    if not hasattr(layer, "forward_states"):
         raise TypeError(f"layer must be a fastrnn RNN, LSTM or GRU, got {type(layer).__name__}")
     checked = layer.astype(np.float64)
-    is_lstm = isinstance(checked, LSTM)
     x64 = np.array(x, dtype=np.float64)
-    if is_lstm:
-        h0, c0 = (None, None) if state is None else state
-        h0 = None if h0 is None else np.array(h0, dtype=np.float64)
-        c0 = None if c0 is None else np.array(c0, dtype=np.float64)
-    else:
-        h0, c0 = (None if state is None else np.array(state, dtype=np.float64)), None
+    h0, c0 = (None if part is None else np.array(part, dtype=np.float64)
+              for part in checked.state_parts(state))
 
     def run(x_value, h_value, c_value):
-        if is_lstm:
-            out, (h_n, c_n) = checked(x_value, (h_value, c_value), lengths=lengths)
-            return out, h_n, c_n
-        out, h_n = checked(x_value, h_value, lengths=lengths)
-        return out, h_n, None
+        return checked.forward_states(x_value, h_value, c_value, lengths=lengths)
 
     out, h_n, c_n = run(x64, h0, c0)
     rng = np.random.default_rng(seed)
@@ -142,10 +124,7 @@ def gradcheck(layer, x, state=None, lengths=None, *, eps=1e-6, atol=1e-5, rtol=1
 
     run(x64, h0, c0)  # the cache backward uses must belong to the unperturbed point
     checked.zero_grad()
-    if is_lstm:
-        dx, (dh0, dc0) = checked.backward(weights[0], (weights[1], weights[2]))
-    else:
-        (dx, dh0), dc0 = checked.backward(weights[0], weights[1]), None
+    dx, dh0, dc0 = checked.backward_states(*weights)
 
     rows = []
     for name, param in checked.params.items():

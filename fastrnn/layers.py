@@ -15,10 +15,14 @@ from ._cells import CELLS
 from ._grad_mode import is_grad_enabled
 from ._kernels.clipping import clip_by_norm, clip_by_value
 from ._validate import (
+    absent,
     as_dtype,
+    flat_buffer,
     float_array,
+    fraction,
     lengths_array,
     non_negative_float,
+    one_of,
     positive_int,
     seed_sequence,
     shape_error,
@@ -44,10 +48,7 @@ class _RecurrentLayer:
         self.batch_first = bool(batch_first)
         self.bidirectional = bool(bidirectional)
         self.dtype = as_dtype(dtype)
-        dropout = non_negative_float(dropout, "dropout", allow_none=False)
-        if dropout >= 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.dropout = dropout
+        self.dropout = fraction(dropout, "dropout")
         self.training = True
         self._cell = CELLS[self._cell_key]
         self.num_directions = 2 if self.bidirectional else 1
@@ -93,6 +94,36 @@ class _RecurrentLayer:
         return new
 
     # ----------------------------------------------------------------- parameters
+    @property
+    def flat_params(self):
+        """Every parameter in one flat array; the arrays in `params` are views of it."""
+        return self._flat_params
+
+    @property
+    def flat_grads(self):
+        """Every gradient in one flat array; the arrays in `grads` are views of it."""
+        return self._flat_grads
+
+    def bind_buffers(self, flat_params, flat_grads):
+        """Move the layer's parameters and gradients into the caller's flat buffers.
+
+        Both must be writeable C-contiguous 1-D arrays of the layer's dtype with
+        `flat_params.size` elements, not overlapping. The current values are
+        copied in; from then on the layer reads and writes them there (`params`,
+        `grads`, `flat_params` and `flat_grads` are views of them), so a model can
+        hold several layers' numbers in one buffer and clip or update them in one
+        call. The next backward needs a new forward call. Returns the layer.
+        """
+        size = self._flat_params.size
+        flat_buffer(flat_params, "flat_params", self.dtype, size)
+        flat_buffer(flat_grads, "flat_grads", self.dtype, size)
+        if np.may_share_memory(flat_params, flat_grads):
+            raise ValueError("flat_params and flat_grads must not overlap")
+        flat_params[:] = self._flat_params
+        flat_grads[:] = self._flat_grads
+        self._bind_buffers(flat_params, flat_grads)
+        return self
+
     def _parameter_layout(self):
         gates = self._cell.n_gates * self.hidden_size
         layout = []
@@ -137,6 +168,17 @@ class _RecurrentLayer:
         """
         self._dropout_rng = np.random.default_rng(seed_sequence(seed))
         return self
+
+    @property
+    def dropout_state(self):
+        """The dropout generator's state (numpy's `bit_generator.state`, a JSON-able
+        dict), for checkpoints: assigning it back makes the next training-mode
+        calls draw the same masks as they would have from where it was read."""
+        return self._dropout_rng.bit_generator.state
+
+    @dropout_state.setter
+    def dropout_state(self, state):
+        self._dropout_rng.bit_generator.state = state
 
     def _dropout_mask(self, shape):
         """Inverted-dropout mask (kept units scaled by 1/(1-p)), or None when inactive."""
@@ -399,6 +441,39 @@ class _RecurrentLayer:
         return dx, self._state_to_user(dh0, unbatched), \
             (self._state_to_user(dc0, unbatched) if has_c else None)
 
+    # ----------------------------------------------- any cell, one call signature
+    def state_parts(self, state):
+        """The (h, c) parts of `state` in this layer's call form: (h0, c0) for a
+        layer with a cell state (`has_cell_state`: the LSTM), (state, None) for the
+        others. None gives (None, None)."""
+        if self.has_cell_state:
+            return _pair(state, "state")
+        return state, None
+
+    def forward_states(self, x, h0=None, c0=None, lengths=None):
+        """The layer's forward call with the state in parts, for code that serves
+        every cell: returns (out, h_n, c_n), c_n None for a layer without a cell
+        state (which then takes no c0)."""
+        if self.has_cell_state:
+            out, (h_n, c_n) = self(x, (h0, c0), lengths=lengths)
+            return out, h_n, c_n
+        absent(c0, "c0", f"({type(self).__name__} has no cell state)")
+        out, h_n = self(x, h0, lengths=lengths)
+        return out, h_n, None
+
+    def backward_states(self, d_out, d_hn=None, d_cn=None, max_norm=None, clip_value=None,
+                        clip_hidden=None):
+        """`backward` with the state gradients in parts (as forward_states): returns
+        (dx, dh0, dc0), dc0 None for a layer without a cell state (which then takes
+        no d_cn). The clipping keywords are backward's."""
+        clipping = dict(max_norm=max_norm, clip_value=clip_value, clip_hidden=clip_hidden)
+        if self.has_cell_state:
+            dx, (dh0, dc0) = self.backward(d_out, (d_hn, d_cn), **clipping)
+            return dx, dh0, dc0
+        absent(d_cn, "d_cn", f"({type(self).__name__} has no cell state)")
+        dx, dh0 = self.backward(d_out, d_hn, **clipping)
+        return dx, dh0, None
+
     def __repr__(self):
         extra = "".join(f", {k}={getattr(self, k)!r}" for k in
                         ("num_layers", "bias", "batch_first", "bidirectional")
@@ -480,17 +555,13 @@ def _pair(value, name):
     return value[0], value[1]
 
 
-CELL_NAMES = ("rnn", "rnn_relu", "lstm", "gru")
+# The public cell names (SequenceModel, the CLI, the benchmarks) and their layers.
+_LAYERS = {"rnn": (RNN, {"nonlinearity": "tanh"}), "rnn_relu": (RNN, {"nonlinearity": "relu"}),
+           "lstm": (LSTM, {}), "gru": (GRU, {})}
+CELL_NAMES = tuple(_LAYERS)
 
 
 def layer_for_cell(cell, input_size, hidden_size, **options):
     """The layer for a cell name: "rnn" (tanh), "rnn_relu", "lstm" or "gru"."""
-    if cell == "rnn":
-        return RNN(input_size, hidden_size, nonlinearity="tanh", **options)
-    if cell == "rnn_relu":
-        return RNN(input_size, hidden_size, nonlinearity="relu", **options)
-    if cell == "lstm":
-        return LSTM(input_size, hidden_size, **options)
-    if cell == "gru":
-        return GRU(input_size, hidden_size, **options)
-    raise ValueError(f"cell must be one of {CELL_NAMES}, got {cell!r}")
+    layer_class, fixed = _LAYERS[one_of(cell, CELL_NAMES, "cell")]
+    return layer_class(input_size, hidden_size, **fixed, **options)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._kernels import losses as _kernels
-from ._validate import FLOAT_DTYPES, float_array, shape_error
+from ._validate import FLOAT_DTYPES, float_array, int_array, shape_error
 
 __all__ = ["cross_entropy", "binary_cross_entropy", "mse"]
 
@@ -29,14 +29,10 @@ def cross_entropy(logits, targets, mask=None, *, out=None):
     if logits.ndim != 2 or logits.shape[1] < 1:
         raise shape_error("logits", "(N, C) with C >= 1", logits.shape)
     n_rows, n_classes = logits.shape
-    ids = np.asarray(targets)
-    if ids.dtype.kind not in "iu":
-        raise TypeError(f"targets must be integer class ids, got dtype {ids.dtype}")
+    ids = int_array(targets, "targets", "class ids", 0, n_classes - 1,
+                    f"{n_classes} classes: the columns of logits")
     if ids.shape != (n_rows,):
         raise shape_error("targets", f"({n_rows},) (one class id per row of logits)", ids.shape)
-    if n_rows and (ids.min() < 0 or ids.max() >= n_classes):
-        raise ValueError(f"targets must lie in [0, {n_classes}) (the number of classes), "
-                         f"got values from {ids.min()} to {ids.max()}")
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     weights = _mask_array(mask, n_rows, logits.dtype)
     grad = _grad_array(out, logits, (ids, weights))

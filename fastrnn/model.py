@@ -1,35 +1,46 @@
 """SequenceModel: a recurrent layer, a linear head, a loss and an optimizer, trained
-by one call per batch (forward, loss, BPTT, clipping and update)."""
+by one call per batch (forward, loss, BPTT, clipping and update), and its checkpoints.
+
+The training loop over long sequences lives in fastrnn.training, the character
+vocabulary and sampling in fastrnn.text; the model's methods of the same names
+call them."""
 
 import contextlib
 import math
 import numbers
-import sys
-import time
 
 import numpy as np
 
 from . import _threads
 from . import losses as _losses
 from . import optim as _optim
+from . import text as _text
+from . import training as _training
 from ._grad_mode import no_grad
 from ._kernels.clipping import clip_by_norm, clip_by_value, global_norm
 from ._kernels.linear import linear_backward, linear_forward
 from ._validate import (
+    absent,
     as_dtype,
     float_array,
-    lengths_array,
+    fraction,
+    int_array,
+    int_in_range,
     non_negative_float,
+    one_of,
     positive_int,
     seed_sequence,
+    shape_error,
 )
 from .io import load_checkpoint, save_checkpoint
-from .layers import CELL_NAMES, LSTM, layer_for_cell
+from .layers import CELL_NAMES, layer_for_cell
+from .text import UNKNOWN, Vocabulary
+
+__all__ = ["SequenceModel", "load", "CELLS", "OUTPUTS", "LOSSES", "UNKNOWN"]
 
 CELLS = CELL_NAMES
 OUTPUTS = ("sequence", "last")
 LOSSES = ("cross_entropy", "mse", "bce")
-UNKNOWN = "\ufffd"  # decoded form of the reserved unknown-character id 0
 _OPTIMIZERS = {"SGD": _optim.SGD, "Adam": _optim.Adam, "AdamW": _optim.AdamW,
                "Adagrad": _optim.Adagrad, "RMSprop": _optim.RMSprop}
 
@@ -50,14 +61,11 @@ class SequenceModel:
                  num_layers=1, bidirectional=False, vocab_size=None, output="sequence",
                  loss="cross_entropy", optimizer=None, max_norm=None, clip_value=None,
                  dropout=0.0, dtype=np.float32, seed=None):
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
-        if output not in OUTPUTS:
-            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        one_of(cell, CELLS, "cell")
+        one_of(output, OUTPUTS, "output")
+        one_of(loss, LOSSES, "loss")
         if vocab_size is not None:
-            vocab_size = positive_int(vocab_size, "vocab_size", minimum=2)
+            vocab_size = int_in_range(vocab_size, "vocab_size", 2)
             input_size = vocab_size
         elif input_size is None:
             raise ValueError("input_size is required when vocab_size is not given")
@@ -73,7 +81,7 @@ class SequenceModel:
                            output=output, loss=loss,
                            max_norm=non_negative_float(max_norm, "max_norm"),
                            clip_value=non_negative_float(clip_value, "clip_value"),
-                           dropout=non_negative_float(dropout, "dropout", allow_none=False),
+                           dropout=fraction(dropout, "dropout"),
                            dtype=as_dtype(dtype).name,
                            seed=_seed_for_config(seed))
         if loss == "cross_entropy" and self.config["output_size"] < 2:
@@ -81,7 +89,7 @@ class SequenceModel:
                              f"cross_entropy, got {output_size}")
         self.dtype = as_dtype(dtype)
         self.optimizer = optimizer
-        self.vocab = None
+        self.vocabulary = None  # a text.Vocabulary for character models (from_text)
         self.skipped_steps = 0
         self.grad_norm = None
         init_seed, layer_seed = seed_sequence(seed).spawn(2)
@@ -89,12 +97,11 @@ class SequenceModel:
                                   num_layers=num_layers, bidirectional=bidirectional,
                                   dropout=dropout, dtype=self.dtype, seed=layer_seed)
         features = self.rnn.num_directions * self.config["hidden_size"]
-        n_rnn = self.rnn._flat_params.size
+        n_rnn = self.rnn.flat_params.size
         n_out = self.config["output_size"]
         self._flat_params = np.empty(n_rnn + n_out * features + n_out, dtype=self.dtype)
         self._flat_grads = np.zeros_like(self._flat_params)
-        self._flat_params[:n_rnn] = self.rnn._flat_params
-        self.rnn._bind_buffers(self._flat_params[:n_rnn], self._flat_grads[:n_rnn])
+        self.rnn.bind_buffers(self._flat_params[:n_rnn], self._flat_grads[:n_rnn])
         self.head_weight = self._flat_params[n_rnn:n_rnn + n_out * features].reshape(n_out,
                                                                                    features)
         self.head_bias = self._flat_params[n_rnn + n_out * features:]
@@ -118,6 +125,22 @@ class SequenceModel:
         named["head.weight"], named["head.bias"] = self._head_weight_grad, self._head_bias_grad
         return named
 
+    @property
+    def flat_params(self):
+        """Every parameter (the layer's, then the head's) in one flat array; the
+        arrays in `params` are views of it."""
+        return self._flat_params
+
+    @property
+    def flat_grads(self):
+        """Every gradient in one flat array, laid out as `flat_params`."""
+        return self._flat_grads
+
+    @property
+    def num_parameters(self):
+        """The number of trained numbers (the recurrent layer's and the head's)."""
+        return self._flat_params.size
+
     def state_dict(self):
         return {name: value.copy() for name, value in self.params.items()}
 
@@ -133,8 +156,7 @@ class SequenceModel:
         for name, target in (("head.weight", self.head_weight), ("head.bias", self.head_bias)):
             value = float_array(head[name], f"state_dict[{name!r}]", self.dtype)
             if value.shape != target.shape:
-                raise ValueError(f"state_dict[{name!r}] must have shape {target.shape}, "
-                                 f"got {value.shape}")
+                raise shape_error(f"state_dict[{name!r}]", target.shape, value.shape)
             staged[name] = value
         self.rnn.load_state_dict(rnn)  # validates fully before writing
         self.head_weight[...] = staged["head.weight"]
@@ -145,24 +167,16 @@ class SequenceModel:
 
     # ---------------------------------------------------------------------- inputs
     def _inputs(self, x, lengths):
-        """Validated (T, B, I) float input, int lengths, and whether x was unbatched."""
+        """(T, B, I) float input and whether x was unbatched. The layer checks the
+        lengths (and that x holds a step and a sequence) when it is called."""
         vocab_size = self.config["vocab_size"]
         if vocab_size is not None:
-            ids = np.asarray(x)
-            if ids.dtype.kind not in "iu":
-                raise TypeError(f"x must hold integer token ids for a vocabulary model, got "
-                                f"dtype {ids.dtype}")
+            ids = int_array(x, "x", "token ids", 0, vocab_size - 1, f"vocab_size {vocab_size}")
             if ids.ndim not in (1, 2):
                 raise ValueError(f"x must be token ids of shape (T, B) or (T,), got shape "
                                  f"{ids.shape}")
-            if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-                raise ValueError(f"x must hold token ids in [0, {vocab_size}), got values "
-                                 f"from {ids.min()} to {ids.max()}")
             unbatched = ids.ndim == 1
             ids = ids[:, None] if unbatched else ids
-            if ids.shape[0] == 0 or ids.shape[1] == 0:
-                raise ValueError(f"x must have at least one step and one sequence, got shape "
-                                 f"{ids.shape}")
             x = np.zeros(ids.shape + (vocab_size,), dtype=self.dtype)
             np.put_along_axis(x, ids[..., None].astype(np.intp), 1.0, axis=2)
         else:
@@ -172,15 +186,9 @@ class SequenceModel:
                                  f"(T, {self.config['input_size']}), got shape {x.shape}")
             unbatched = x.ndim == 2
             x = x[:, None, :] if unbatched else x
-            if x.shape[0] == 0 or x.shape[1] == 0:
-                raise ValueError(f"x must have at least one step and one sequence, got shape "
-                                 f"{x.shape}")
-        n_steps, batch = x.shape[:2]
-        if lengths is not None:
-            if unbatched:
-                raise ValueError("lengths must be None for unbatched input")
-            lengths = lengths_array(lengths, batch, n_steps)
-        return x, lengths, unbatched
+        if unbatched:
+            absent(lengths, "lengths", "for unbatched input")
+        return x, unbatched
 
     def _targets(self, y, n_steps, batch, unbatched):
         """Targets flattened to rows matching the head's output rows."""
@@ -190,35 +198,27 @@ class SequenceModel:
             expected = ((batch,) if last else (n_steps, batch))
             if unbatched:
                 expected = () if last else (n_steps,)
-            y = np.asarray(y)
-            if y.dtype.kind not in "iu":
-                raise TypeError(f"y must hold integer class ids for cross_entropy, got dtype "
-                                f"{y.dtype}")
+            y = int_array(y, "y", "class ids", 0, n_out - 1, f"output_size {n_out}")
             if y.shape != expected:
-                raise ValueError(f"y must have shape {expected}, got {y.shape}")
-            if y.size and (y.min() < 0 or y.max() >= n_out):
-                raise ValueError(f"y must hold class ids in [0, {n_out}), got values from "
-                                 f"{y.min()} to {y.max()}")
+                raise shape_error("y", expected, y.shape)
             return np.ascontiguousarray(y.reshape(-1), dtype=np.int64)
         expected = (batch, n_out) if last else (n_steps, batch, n_out)
         if unbatched:
             expected = (n_out,) if last else (n_steps, n_out)
         y = float_array(y, "y", self.dtype)
         if y.shape != expected:
-            raise ValueError(f"y must have shape {expected}, got {y.shape}")
+            raise shape_error("y", expected, y.shape)
         return y.reshape(-1, n_out)
 
     # --------------------------------------------------------------------- forward
     def _forward(self, x, lengths, state):
-        """Returns (logits rows, features rows, row mask, final state)."""
+        """Returns (logits rows, features rows, row mask, final state, lengths as an
+        array or None)."""
         n_steps, batch = x.shape[:2]
-        if isinstance(self.rnn, LSTM):
-            out, final = self.rnn(x, state, lengths=lengths)
-            h_n = final[0]
-        else:
-            out, final = self.rnn(x, state, lengths=lengths)
-            h_n = final
+        out, final = self.rnn(x, state, lengths=lengths)
+        lengths = None if lengths is None else np.asarray(lengths)  # the layer checked them
         if self.config["output"] == "last":
+            h_n, _ = self.rnn.state_parts(final)
             top = h_n[-self.rnn.num_directions:]  # (D, B, H): each direction's final state
             features = np.ascontiguousarray(top.transpose(1, 0, 2).reshape(batch, -1))
             mask = None
@@ -233,7 +233,7 @@ class SequenceModel:
         logits = np.empty((features.shape[0], self.config["output_size"]), dtype=self.dtype)
         with self._blas_threads(features.shape[0]):
             linear_forward(features, self.head_weight, self.head_bias, logits)
-        return logits, features, mask, final
+        return logits, features, mask, final, lengths
 
     def _blas_threads(self, rows):
         """Thread settings for the head's products (see fastrnn._threads)."""
@@ -250,19 +250,26 @@ class SequenceModel:
         finally:
             self.rnn.train(was_training)
 
-    def predict(self, x, lengths=None, state=None):
-        """Logits/outputs: (T, B, O) for output="sequence", (B, O) for "last"."""
-        x, lengths, unbatched = self._inputs(x, lengths)
+    def predict(self, x, lengths=None, state=None, return_state=False):
+        """Logits/outputs: (T, B, O) for output="sequence", (B, O) for "last".
+
+        `state` is an initial state as the layer takes it; with `return_state`
+        the result is (outputs, final state), so that a stream of calls (sampling,
+        scoring a long sequence window by window) carries the state along.
+        """
+        x, unbatched = self._inputs(x, lengths)
         n_steps, batch = x.shape[:2]
         with self._inference():
-            logits, _, _, _ = self._forward(x, lengths, state)
+            logits, _, _, final, lengths = self._forward(x, lengths, state)
         n_out = self.config["output_size"]
         if self.config["output"] == "last":
-            return logits[0] if unbatched else logits
-        logits = logits.reshape(n_steps, batch, n_out)
-        if lengths is not None:
-            logits[np.arange(n_steps)[:, None] >= lengths[None, :]] = 0.0
-        return logits[:, 0] if unbatched else logits
+            outputs = logits[0] if unbatched else logits
+        else:
+            logits = logits.reshape(n_steps, batch, n_out)
+            if lengths is not None:
+                logits[np.arange(n_steps)[:, None] >= lengths[None, :]] = 0.0
+            outputs = logits[:, 0] if unbatched else logits
+        return (outputs, final) if return_state else outputs
 
     # -------------------------------------------------------------------- training
     def _loss(self, logits, targets, mask):
@@ -279,11 +286,11 @@ class SequenceModel:
         `state` is an optional initial state (as the layer takes it); the final state
         is kept in `self.last_state` for truncated BPTT.
         """
-        x, lengths, unbatched = self._inputs(x, lengths)
+        x, unbatched = self._inputs(x, lengths)
         n_steps, batch = x.shape[:2]
         targets = self._targets(y, n_steps, batch, unbatched)
         self.rnn.train(True)
-        logits, features, mask, final = self._forward(x, lengths, state)
+        logits, features, mask, final, _ = self._forward(x, lengths, state)
         loss, d_logits = self._loss(logits, targets, mask)
         self.zero_grad()
         d_features = np.empty_like(features)
@@ -295,10 +302,9 @@ class SequenceModel:
             rows = self.rnn.num_layers * directions
             d_hn = np.zeros((rows, batch, hidden), dtype=self.dtype)
             d_hn[-directions:] = d_features.reshape(batch, directions, hidden).transpose(1, 0, 2)
-            d_state = (d_hn, None) if isinstance(self.rnn, LSTM) else d_hn
-            self.rnn.backward(None, d_state)
+            self.rnn.backward_states(None, d_hn)
         else:
-            self.rnn.backward(d_features.reshape(n_steps, batch, -1))
+            self.rnn.backward_states(d_features.reshape(n_steps, batch, -1))
         self.last_state = final
         finite = math.isfinite(loss)
         if self.config["clip_value"] is not None:
@@ -318,102 +324,15 @@ class SequenceModel:
 
     def fit(self, data, *, window=64, batch_size=16, epochs=None, steps=None, time_budget=None,
             validation=None, progress=True, callback=None):
-        """Truncated BPTT over a long token sequence (a str for text models, or ids),
-        or over a set of them (a list or tuple of such sequences).
-
-        Each sequence is cut into `batch_size` parallel streams; each training step
-        takes the next `window` steps of every stream and carries the hidden state
-        over from the previous window (reset at the start of each sequence and each
-        epoch). Stops after `epochs`,
-        or `steps` steps, or `time_budget` seconds, whichever comes first; with none
-        of them given, after one epoch. Returns a history dict with the loss of
-        every step ("loss") and, when `validation` (same kind as data) is given, the
-        validation loss after each epoch and when training stops ("val_loss").
-        """
-        if self.config["vocab_size"] is None or self.config["output"] != "sequence":
-            raise ValueError("fit trains next-token models: it needs vocab_size and "
-                             "output='sequence'")
-        window = positive_int(window, "window")
-        batch_size = positive_int(batch_size, "batch_size")
-        if epochs is None:
-            epochs = 1 if steps is None and time_budget is None else sys.maxsize
-        epochs = positive_int(epochs, "epochs")
-        if steps is not None:
-            steps = positive_int(steps, "steps")
-        time_budget = non_negative_float(time_budget, "time_budget")
-        stream_sets = self._stream_sets(data, batch_size, window, "data")
-        if validation is not None:  # fail now, not after a whole epoch of training
-            self._stream_sets(validation, batch_size, window, "validation")
-        history = {"loss": [], "val_loss": []}
-        start = time.perf_counter()
-        n_windows = sum((streams.shape[0] - 1) // window for streams in stream_sets)
-        total = n_windows * epochs if steps is None else min(steps, n_windows * epochs)
-        if steps is None and time_budget is not None:
-            total = None  # the time budget decides: the progress line shows no total
-        for _ in range(epochs):
-            for first, x, y in _windows(stream_sets, window):
-                state = None if first else self.last_state
-                loss = self.train_step(x, y, state=state)
-                history["loss"].append(loss)
-                done = len(history["loss"])
-                if progress:
-                    _progress(done, total, loss, time.perf_counter() - start)
-                if callback is not None:
-                    callback(done, loss)
-                if (steps is not None and done >= steps) or \
-                        (time_budget is not None and time.perf_counter() - start >= time_budget):
-                    break
-            else:
-                if validation is not None:
-                    history["val_loss"].append(
-                        self.evaluate(validation, window=window, batch_size=batch_size))
-                continue
-            if validation is not None:  # stopped mid-epoch: score where training ended
-                history["val_loss"].append(
-                    self.evaluate(validation, window=window, batch_size=batch_size))
-            break
-        if progress:
-            sys.stderr.write("\n")
-        return history
+        """Truncated BPTT over one long token sequence or a list of them; see
+        fastrnn.training.fit. Returns the history dict ("loss", "val_loss")."""
+        return _training.fit(self, data, window=window, batch_size=batch_size, epochs=epochs,
+                             steps=steps, time_budget=time_budget, validation=validation,
+                             progress=progress, callback=callback)
 
     def evaluate(self, data, *, window=64, batch_size=16):
-        """Mean next-token cross-entropy over `data` (one sequence or a list of them),
-        carrying state across windows as `fit` does."""
-        stream_sets = self._stream_sets(data, batch_size, window, "data")
-        total, count, state = 0.0, 0, None
-        with self._inference():
-            for first, x, y in _windows(stream_sets, window):
-                x_in, _, _ = self._inputs(x, None)
-                logits, _, _, state = self._forward(x_in, None, None if first else state)
-                loss, _ = _losses.cross_entropy(logits, y.reshape(-1).astype(np.int64))
-                total += loss * y.size
-                count += y.size
-        return total / max(count, 1)
-
-    def _token_ids(self, data, name):
-        if isinstance(data, str):
-            return self.encode(data)
-        ids = np.asarray(data)
-        if ids.ndim != 1 or ids.dtype.kind not in "iu":
-            raise TypeError(f"{name} must be a str or a 1-D integer array of token ids")
-        return ids.astype(np.int64)
-
-    def _stream_sets(self, data, batch_size, window, name):
-        """(length, batch_size) stream arrays for one sequence or each of a list."""
-        if isinstance(data, (list, tuple)):
-            if not data:
-                raise ValueError(f"{name} must hold at least one sequence, got an empty list")
-            return [self._streams(self._token_ids(item, f"{name}[{k}]"), batch_size, window,
-                                  f"{name}[{k}]") for k, item in enumerate(data)]
-        return [self._streams(self._token_ids(data, name), batch_size, window, name)]
-
-    @staticmethod
-    def _streams(ids, batch_size, window, name):
-        length = (ids.size - 1) // batch_size
-        if length < window + 1:
-            raise ValueError(f"{name} is too short: {ids.size} tokens give {batch_size} streams "
-                             f"of {length}, need at least window + 1 = {window + 1}")
-        return np.ascontiguousarray(ids[:length * batch_size].reshape(batch_size, length).T)
+        """Mean next-token cross-entropy over `data`; see fastrnn.training.evaluate."""
+        return _training.evaluate(self, data, window=window, batch_size=batch_size)
 
     # ------------------------------------------------------------------------ text
     @classmethod
@@ -422,63 +341,30 @@ class SequenceModel:
 
         Id 0 is reserved for characters outside the vocabulary.
         """
-        if not isinstance(text, str) or not text:
-            raise ValueError("text must be a non-empty str")
-        chars = sorted(set(text))
+        vocabulary = Vocabulary.from_text(text)
         options.setdefault("output", "sequence")
         options.setdefault("loss", "cross_entropy")
-        model = cls(vocab_size=len(chars) + 1, output_size=len(chars) + 1, **options)
-        model._set_vocab(chars)
+        model = cls(vocab_size=vocabulary.size, output_size=vocabulary.size, **options)
+        model.vocabulary = vocabulary
         return model
 
-    def _set_vocab(self, chars):
-        self.vocab = list(chars)
-        self._char_to_id = {c: k + 1 for k, c in enumerate(self.vocab)}
-
-    def _require_vocab(self):
-        if self.vocab is None:
-            raise ValueError("this model has no character vocabulary: build it with "
-                             "SequenceModel.from_text")
+    @property
+    def vocab(self):
+        """The vocabulary's characters as a list (id k + 1 is vocab[k]), or None."""
+        return None if self.vocabulary is None else list(self.vocabulary.chars)
 
     def encode(self, text):
         """Character ids (int64); unknown characters map to the reserved id 0."""
-        self._require_vocab()
-        lookup = self._char_to_id
-        return np.fromiter((lookup.get(c, 0) for c in text), dtype=np.int64, count=len(text))
+        return _text.vocabulary_of(self).encode(text)
 
     def decode(self, ids):
-        self._require_vocab()
-        ids = np.asarray(ids)
-        if ids.size and ids.dtype.kind not in "iu":
-            raise TypeError(f"ids must be integers, got dtype {ids.dtype}")
-        if ids.size and (ids.min() < 0 or ids.max() > len(self.vocab)):
-            raise ValueError(f"ids must lie in [0, {len(self.vocab)}], got values from "
-                             f"{ids.min()} to {ids.max()}")
-        table = [UNKNOWN] + self.vocab
-        return "".join(table[int(k)] for k in ids.reshape(-1))
+        """The characters of `ids`; the reserved id 0 decodes to UNKNOWN."""
+        return _text.vocabulary_of(self).decode(ids)
 
     def generate(self, prime="", n=200, temperature=0.8, top_k=None, seed=0):
-        """Sample `n` characters after `prime`, one step at a time, carrying the state."""
-        self._require_vocab()
-        n = positive_int(n, "n", minimum=0)
-        temperature = non_negative_float(temperature, "temperature", allow_none=False)
-        if temperature == 0.0:
-            raise ValueError("temperature must be > 0")
-        if top_k is not None:
-            top_k = positive_int(top_k, "top_k")
-        rng = np.random.default_rng(seed)
-        ids = self.encode(prime) if prime else np.zeros(1, dtype=np.int64)
-        state = None
-        out = []
-        with self._inference():
-            x, _, _ = self._inputs(ids[:, None], None)
-            logits, _, _, state = self._forward(x, None, state)
-            for _ in range(n):
-                token = _sample(logits[-1], temperature, top_k, rng)
-                out.append(token)
-                x, _, _ = self._inputs(np.array([[token]]), None)
-                logits, _, _, state = self._forward(x, None, state)
-        return self.decode(np.array(out, dtype=np.int64))
+        """Sample `n` characters after `prime`; see fastrnn.text.generate."""
+        return _text.generate(self, prime, n=n, temperature=temperature, top_k=top_k,
+                              seed=seed)
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path):
@@ -495,7 +381,7 @@ class SequenceModel:
         config = dict(self.config)
         meta = dict(kind="SequenceModel", config=config, vocab=self.vocab,
                     optimizer=scalars, skipped_steps=self.skipped_steps,
-                    dropout_rng=self.rnn._dropout_rng.bit_generator.state)
+                    dropout_rng=self.rnn.dropout_state)
         save_checkpoint(path, arrays, meta)
 
     @classmethod
@@ -514,7 +400,7 @@ class SequenceModel:
         vocab = meta.get("vocab")
         model = cls(optimizer=optimizer, **config)
         if vocab is not None:
-            model._set_vocab(vocab)
+            model.vocabulary = Vocabulary(vocab)
         model.load_state_dict({k[len("param/"):]: v for k, v in arrays.items()
                                if k.startswith("param/")})
         state = {k: (tuple(v) if isinstance(v, list) else v) for k, v in scalars.items()}
@@ -522,7 +408,7 @@ class SequenceModel:
         optimizer.load_state_dict(state)
         model.skipped_steps = int(meta.get("skipped_steps", 0))
         if meta.get("dropout_rng") is not None:
-            model.rnn._dropout_rng.bit_generator.state = meta["dropout_rng"]
+            model.rnn.dropout_state = meta["dropout_rng"]
         return model
 
     def __repr__(self):
@@ -548,35 +434,3 @@ def _seed_for_config(seed):
         return [int(part) for part in seed]
     except (TypeError, ValueError):
         return seed  # not a valid seed: seed_sequence() reports it
-
-
-def _windows(stream_sets, window):
-    """(first window of its sequence?, x, y) for every training window, in order."""
-    for streams in stream_sets:
-        for k in range((streams.shape[0] - 1) // window):
-            yield (k == 0, streams[k * window:(k + 1) * window],
-                   streams[k * window + 1:(k + 1) * window + 1])
-
-
-def _sample(logits, temperature, top_k, rng):
-    scores = logits.astype(np.float64) / temperature
-    scores[0] = -np.inf  # never emit the unknown-character id
-    if top_k is not None and top_k < scores.size - 1:
-        cutoff = np.partition(scores, -top_k)[-top_k]
-        scores[scores < cutoff] = -np.inf
-    scores -= scores.max()
-    probabilities = np.exp(scores)
-    probabilities /= probabilities.sum()
-    return int(rng.choice(scores.size, p=probabilities))
-
-
-def _progress(done, total, loss, elapsed):
-    if total is None:
-        sys.stderr.write(f"\rstep {done} loss {loss:.4f} {elapsed:.0f}s")
-        sys.stderr.flush()
-        return
-    width = 24
-    filled = int(width * done / max(total, 1))
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] step {done}/{total} "
-                     f"loss {loss:.4f} {elapsed:.0f}s")
-    sys.stderr.flush()

@@ -15,87 +15,48 @@ and the buffers exactly, so training resumes bit for bit.
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Mapping
 
 import numpy as np
 
 from ._kernels import optim as _kernels
+from ._validate import (
+    flag,
+    flat_buffer,
+    fraction,
+    non_negative_float,
+    pair,
+    positive_float,
+    scalar_value,
+)
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adagrad", "RMSprop"]
 
 _FLOAT_DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
 
-# --- hyperparameter checks: each takes (name, value) and returns the normalised value ---
-
-def _real(name, value):
-    # np.asarray(...).item() lets 0-d arrays from a saved .npz through.
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
+def _betas(value, name):
+    """A pair (beta1, beta2) of decay rates in [0, 1)."""
+    beta1, beta2 = pair(value, name, "(beta1, beta2)")
+    return (fraction(beta1, f"{name}[0]"), fraction(beta2, f"{name}[1]"))
 
 
-def _non_negative(name, value):
-    value = _real(name, value)
-    if value < 0.0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
+def _non_negative(value, name):
+    return non_negative_float(value, name, allow_none=False)
 
 
-def _positive(name, value):
-    value = _real(name, value)
-    if value <= 0.0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
-
-
-def _fraction(name, value):
-    """In [0, 1)."""
-    value = _real(name, value)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
-    return value
-
-
-def _closed_fraction(name, value):
-    """In [0, 1]."""
-    value = _real(name, value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return value
-
-
-def _betas(name, value):
-    try:
-        pair = tuple(value.ravel().tolist()) if isinstance(value, np.ndarray) else tuple(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a pair (beta1, beta2), got {value!r}") from None
-    if len(pair) != 2:
-        raise ValueError(f"{name} must be a pair (beta1, beta2), got {len(pair)} values")
-    return (_fraction(f"{name}[0]", pair[0]), _fraction(f"{name}[1]", pair[1]))
-
-
-def _flag(name, value):
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value.item()
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
+def _closed_fraction(value, name):
+    return fraction(value, name, closed=True)
 
 
 class Optimizer:
     """Common machinery: validation, lazy state, step counting, state_dict.
 
-    A subclass declares `_spec` (hyperparameter name -> check, in constructor order),
-    `_buffer_fills(hyper)` (state buffer name -> initial value, for the buffers this
-    configuration uses) and `_update(params, grads, step)` (the kernel call).
+    A subclass declares `_spec` (hyperparameter name -> check(value, name), in
+    constructor order), `_buffer_fills(hyper)` (state buffer name -> initial value,
+    for the buffers this configuration uses) and `_update(params, grads, step)` (the
+    kernel call).
     """
 
     _spec: dict = {}
@@ -131,7 +92,7 @@ class Optimizer:
     @lr.setter
     def lr(self, value):
         # The one hyperparameter a schedule changes between steps.
-        self._hyper["lr"] = _non_negative("lr", value)
+        self._hyper["lr"] = _non_negative(value, "lr")
 
     @property
     def step_count(self):
@@ -181,14 +142,11 @@ class Optimizer:
         from an .npz file). On any error the optimizer is left unchanged."""
         if not isinstance(state, Mapping):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        state = {key: scalar_value(value) for key, value in state.items()}
         kind = state.get("optimizer")
-        if isinstance(kind, np.ndarray) and kind.ndim == 0:
-            kind = kind.item()
         if kind != type(self).__name__:
             raise ValueError(f"state['optimizer'] must be {type(self).__name__!r}, got {kind!r}")
         step = state.get("step")
-        if isinstance(step, np.ndarray) and step.ndim == 0:
-            step = step.item()
         if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
             raise ValueError(f"state['step'] must be an integer >= 0, got {step!r}")
         step = int(step)
@@ -229,7 +187,7 @@ class Optimizer:
         checked = {}
         for name, check in cls._spec.items():
             label = f"{prefix}[{name!r}]" if prefix else name
-            checked[name] = check(label, hyper[name])
+            checked[name] = check(hyper[name], label)
         cls._check_combination(checked)
         return checked
 
@@ -251,35 +209,17 @@ class Optimizer:
 
     @staticmethod
     def _size_and_dtype(size, dtype):
-        if isinstance(size, np.ndarray) and size.ndim == 0:
-            size = size.item()
         if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
             raise ValueError(f"state['size'] must be an integer >= 1, got {size!r}")
-        if isinstance(dtype, np.ndarray) and dtype.ndim == 0:
-            dtype = dtype.item()
         if not isinstance(dtype, str) or dtype not in _FLOAT_DTYPES:
             raise ValueError(f"state['dtype'] must be 'float32' or 'float64', got {dtype!r}")
         return int(size), _FLOAT_DTYPES[dtype]
 
     def _check_arrays(self, params, grads):
-        for name, array in (("params", params), ("grads", grads)):
-            if not isinstance(array, np.ndarray):
-                raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
-            if array.dtype not in _FLOAT_DTYPES.values():
-                raise TypeError(f"{name} must be float32 or float64, got {array.dtype}")
-            if array.ndim != 1:
-                raise ValueError(f"{name} must be a flat 1-D array, got shape {array.shape}")
-            if not array.flags.c_contiguous:
-                raise ValueError(f"{name} must be C-contiguous (a strided view came)")
-        if grads.dtype != params.dtype:
-            raise TypeError(f"grads must have the params' dtype {params.dtype}, got {grads.dtype}")
-        if grads.shape != params.shape:
-            raise ValueError(f"grads must have the params' shape {params.shape}, "
-                             f"got {grads.shape}")
+        flat_buffer(params, "params")
+        flat_buffer(grads, "grads", dtype=params.dtype, size=params.size, writeable=False)
         if params.size == 0:
             raise ValueError("params must hold at least one element, got an empty array")
-        if not params.flags.writeable:
-            raise ValueError("params must be writeable (it is updated in place)")
         if self._dtype is not None and (params.size != self._size or params.dtype != self._dtype):
             raise ValueError(
                 f"this {type(self).__name__} holds state for {self._size} {self._dtype.name} "
@@ -293,7 +233,7 @@ class SGD(Optimizer):
 
     _spec = {"lr": _non_negative, "momentum": _non_negative,
              "dampening": _closed_fraction, "weight_decay": _non_negative,
-             "nesterov": _flag}
+             "nesterov": flag}
 
     def __init__(self, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False):
@@ -321,8 +261,8 @@ class Adam(Optimizer):
     gradient (torch.optim.Adam). amsgrad keeps the running maximum of the second
     moment."""
 
-    _spec = {"lr": _non_negative, "betas": _betas, "eps": _positive,
-             "weight_decay": _non_negative, "amsgrad": _flag}
+    _spec = {"lr": _non_negative, "betas": _betas, "eps": positive_float,
+             "weight_decay": _non_negative, "amsgrad": flag}
     _decoupled = False
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
@@ -364,7 +304,7 @@ class Adagrad(Optimizer):
 
     _spec = {"lr": _non_negative, "lr_decay": _non_negative,
              "weight_decay": _non_negative, "initial_accumulator_value": _non_negative,
-             "eps": _positive}
+             "eps": positive_float}
 
     def __init__(self, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
                  initial_accumulator_value=0.0, eps=1e-10):
@@ -384,9 +324,9 @@ class Adagrad(Optimizer):
 class RMSprop(Optimizer):
     """RMSprop with optional momentum and centering, as torch.optim.RMSprop."""
 
-    _spec = {"lr": _non_negative, "alpha": _closed_fraction, "eps": _positive,
+    _spec = {"lr": _non_negative, "alpha": _closed_fraction, "eps": positive_float,
              "weight_decay": _non_negative, "momentum": _non_negative,
-             "centered": _flag}
+             "centered": flag}
 
     def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False):

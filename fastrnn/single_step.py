@@ -272,6 +272,17 @@ class LSTMCell(_StepCell):
         return dx, (dh, dc)
 
 
+_STEP_CELLS = {"rnn": (RNNCell, {"nonlinearity": "tanh"}),
+               "rnn_relu": (RNNCell, {"nonlinearity": "relu"}),
+               "lstm": (LSTMCell, {}), "gru": (GRUCell, {})}
+
+
+def step_cell_for(cell, input_size, hidden_size, **options):
+    """The single-step cell for a cell name (as fastrnn.layers.layer_for_cell)."""
+    cell_class, fixed = _STEP_CELLS[one_of(cell, tuple(_STEP_CELLS), "cell")]
+    return cell_class(input_size, hidden_size, **fixed, **options)
+
+
 def _state_pair(value, name):
     if value is None:
         return None, None

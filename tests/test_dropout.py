@@ -11,6 +11,8 @@ between its two layers shows what the layer really applied.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from helpers import (
@@ -146,6 +148,24 @@ def test_masks_follow_the_documented_draw_and_the_seed():
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
     other = probe_mask(mask_probe(p, hidden, seed=12), steps, batch)
     assert not np.array_equal(other, runs[0][0])
+
+
+def test_dropout_state_round_trip_repeats_the_masks():
+    """dropout_state reads the generator's state as a JSON-able dict (a checkpoint
+    holds it); assigning it back, to this layer or another, repeats the masks."""
+    p, hidden, steps, batch = 0.5, 4, 5, 3
+    layer = mask_probe(p, hidden, seed=3)
+    state = layer.dropout_state
+    assert json.loads(json.dumps(state)) == state
+    first, second = probe_mask(layer, steps, batch), probe_mask(layer, steps, batch)
+    assert not np.array_equal(first, second)
+    layer.dropout_state = state
+    np.testing.assert_array_equal(probe_mask(layer, steps, batch), first)
+    other = mask_probe(p, hidden, seed=4)
+    assert not np.array_equal(probe_mask(other, steps, batch), first)
+    other.dropout_state = state
+    np.testing.assert_array_equal(probe_mask(other, steps, batch), first)
+    np.testing.assert_array_equal(probe_mask(other, steps, batch), second)
 
 
 def test_eval_applies_no_dropout_and_draws_no_mask():

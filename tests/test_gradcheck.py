@@ -163,3 +163,15 @@ def test_unskewed_twin_passes():
     layer = _skewed_layer("gru", factor=1.0)
     x, state, lengths = _inputs("gru")
     assert fastrnn.gradcheck(layer, x, state, lengths).ok
+
+
+def test_gradcheck_refuses_what_is_not_a_layer_and_an_lstm_state_that_is_not_a_pair():
+    x, state, _ = _inputs("lstm")
+    with pytest.raises(TypeError, match="layer must be a fastrnn RNN, LSTM or GRU"):
+        fastrnn.gradcheck({"weight": np.zeros(3)}, x)
+    lstm = make_layer("lstm", INPUT, HIDDEN, 2, True, seed=3)
+    with pytest.raises(TypeError, match="state must be a pair"):
+        fastrnn.gradcheck(lstm, x, state[0])
+    for bad, error in ((0.0, ValueError), (-1e-6, ValueError), ("1e-6", TypeError)):
+        with pytest.raises(error, match="eps must be a"):
+            fastrnn.gradcheck(lstm, x, state, eps=bad)

@@ -428,6 +428,133 @@ def test_params_cannot_be_rebound_but_edit_in_place(cell):
 
 
 # ---------------------------------------------------------------------------
+# The public handles that code serving every cell uses (model, gradcheck, CLI)
+# ---------------------------------------------------------------------------
+
+CLIPPING = dict(max_norm=0.5, clip_value=0.2, clip_hidden=0.3)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_forward_states_and_backward_states_are_the_layer_call_in_parts(cell):
+    problem, cotangents = make_case(cell, 2, True, seed=46)
+    by_call, by_parts = layer_for(cell, problem), layer_for(cell, problem)
+    expected = run(by_call, problem, cotangents, **CLIPPING)
+    out, h_n, c_n = by_parts.forward_states(problem["x"], problem["h0"], problem["c0"],
+                                            lengths=problem["lengths"])
+    dx, dh0, dc0 = by_parts.backward_states(cotangents["d_out"], cotangents["d_hn"],
+                                            cotangents["d_cn"], **CLIPPING)
+    got = (out, h_n, c_n, dx, dh0, dc0)
+    for name, value, want in zip(("out", "h_n", "c_n", "dx", "dh0", "dc0"), got, expected):
+        if want is None:
+            assert value is None, name
+        else:
+            np.testing.assert_array_equal(value, want, err_msg=name)
+    assert (c_n is not None) == (dc0 is not None) == by_parts.has_cell_state == (cell == "lstm")
+    np.testing.assert_array_equal(by_parts.flat_grads, by_call.flat_grads)
+    assert by_parts.grad_norm == by_call.grad_norm
+    # No state given: zeros, as the layer call's default.
+    out, h_n, c_n = by_parts.forward_states(problem["x"])
+    expected = layer_forward(by_call, problem["x"])
+    for name, value, want in zip(("out", "h_n", "c_n"), (out, h_n, c_n), expected):
+        np.testing.assert_array_equal(value, want, err_msg=name)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_state_parts_and_a_cell_state_for_a_layer_without_one(cell):
+    layer = make_layer(cell, 3, 4, dtype=np.float64, seed=1)
+    x, d_out = np.zeros((5, 2, 3)), np.zeros((5, 2, 4))
+    h, c = np.zeros((1, 2, 4)), np.ones((1, 2, 4))
+    assert layer.state_parts(None) == (None, None)
+    if layer.has_cell_state:
+        parts = layer.state_parts((h, c))
+        assert parts[0] is h and parts[1] is c
+        with pytest.raises(TypeError, match="state must be a pair"):
+            layer.state_parts(h)
+        return
+    parts = layer.state_parts(h)
+    assert parts[0] is h and parts[1] is None
+    with pytest.raises(ValueError, match="c0 must be None"):
+        layer.forward_states(x, h, c)
+    layer.forward_states(x, h)
+    with pytest.raises(ValueError, match="d_cn must be None"):
+        layer.backward_states(d_out, None, c)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_flat_params_and_flat_grads_hold_params_and_grads_in_order(cell):
+    problem, cotangents = make_case(cell, 2, True, seed=48)
+    layer = layer_for(cell, problem)
+
+    def concatenated(mapping):
+        return np.concatenate([value.ravel() for value in mapping.values()])
+
+    np.testing.assert_array_equal(layer.flat_params, concatenated(layer.params))
+    run(layer, problem, cotangents)
+    assert np.any(layer.flat_grads != 0.0)
+    np.testing.assert_array_equal(layer.flat_grads, concatenated(layer.grads))
+    # The same memory: writing the flat buffer writes every named array.
+    layer.flat_params[:] = np.arange(layer.flat_params.size)
+    np.testing.assert_array_equal(concatenated(layer.params), np.arange(layer.flat_params.size))
+    for name in ("flat_params", "flat_grads"):
+        with pytest.raises(AttributeError):
+            setattr(layer, name, np.zeros(3))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_bind_buffers_moves_the_numbers_into_the_callers_buffers(cell):
+    problem, cotangents = make_case(cell, 2, True, seed=47)
+    moved, kept = layer_for(cell, problem), layer_for(cell, problem)
+    size = moved.flat_params.size
+    params_buffer, grads_buffer = np.full(size + 3, 7.0), np.full(size + 3, 7.0)
+    inside = slice(1, size + 1)
+    assert moved.bind_buffers(params_buffer[inside], grads_buffer[inside]) is moved
+    np.testing.assert_array_equal(params_buffer[inside], kept.flat_params)  # copied in
+    np.testing.assert_array_equal(grads_buffer[inside], 0.0)
+    for buffer, flat, named in ((params_buffer, moved.flat_params, moved.params),
+                                (grads_buffer, moved.flat_grads, moved.grads)):
+        assert np.shares_memory(flat, buffer)
+        assert all(np.shares_memory(value, buffer) for value in named.values())
+    # The layer computes from the caller's buffer and writes its gradients there,
+    # and nothing outside the given slices.
+    for name, got, want in zip(("out", "h_n", "c_n", "dx", "dh0", "dc0"),
+                               run(moved, problem, cotangents), run(kept, problem, cotangents)):
+        if want is not None:
+            np.testing.assert_array_equal(got, want, err_msg=name)
+    np.testing.assert_array_equal(grads_buffer[inside], kept.flat_grads)
+    for buffer in (params_buffer, grads_buffer):
+        np.testing.assert_array_equal(buffer[[0, -2, -1]], 7.0)
+    # A change the caller makes in its buffer is a change of the layer's weights.
+    params_buffer[inside] *= 0.5
+    for name, value in moved.state_dict().items():
+        np.testing.assert_array_equal(value, 0.5 * kept.params[name], err_msg=name)
+
+
+def test_bind_buffers_refuses_buffers_it_cannot_use_and_changes_nothing():
+    layer = make_layer("lstm", 3, 4, dtype=np.float64, seed=1)
+    original, before = layer.flat_params, layer.flat_params.copy()
+    size = original.size
+    read_only = np.zeros(size)
+    read_only.flags.writeable = False
+    shared = np.zeros(size + 1)
+    cases = [
+        ((list(np.zeros(size)), np.zeros(size)), TypeError, "flat_params must be a numpy array"),
+        ((np.zeros(size, np.float32), np.zeros(size)), TypeError,
+         "flat_params must have dtype float64"),
+        ((np.zeros(size), np.zeros(size, np.int64)), TypeError, "flat_grads must be float32"),
+        ((np.zeros(size + 1), np.zeros(size)), ValueError, "flat_params must have shape"),
+        ((np.zeros((size, 1)), np.zeros(size)), ValueError, "flat_params must be a flat 1-D"),
+        ((np.zeros(2 * size)[::2], np.zeros(size)), ValueError, "C-contiguous"),
+        ((np.zeros(size), read_only), ValueError, "flat_grads must be writeable"),
+        ((shared[:size], shared[1:]), ValueError, "must not overlap"),
+    ]
+    for (flat_params, flat_grads), error, message in cases:
+        with pytest.raises(error, match=message):
+            layer.bind_buffers(flat_params, flat_grads)
+        assert layer.flat_params is original
+        np.testing.assert_array_equal(layer.flat_params, before)
+
+
+# ---------------------------------------------------------------------------
 # Threads
 # ---------------------------------------------------------------------------
 

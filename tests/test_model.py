@@ -281,6 +281,33 @@ def test_fit_carries_the_state_between_windows():
     assert restarted[0] == losses[0] and restarted[1] != losses[1]
 
 
+def test_evaluate_scores_every_window_carrying_the_state():
+    """For one sequence, windows with the state carried over are one pass over the
+    streams: evaluate is the mean cross-entropy of that pass."""
+    window, batch_size = 8, 4
+    model = text_model(TEXT, cell="lstm", dtype=np.float64)
+    ids = model.encode(TEXT)
+    length = (ids.size - 1) // batch_size
+    streams = ids[:length * batch_size].reshape(batch_size, length).T
+    steps = (length - 1) // window * window
+    logits = model.predict(streams[:steps])
+    expected, _ = fastrnn.losses.cross_entropy(logits.reshape(steps * batch_size, -1),
+                                               streams[1:steps + 1].reshape(-1))
+    assert model.evaluate(TEXT, window=window, batch_size=batch_size) == pytest.approx(
+        expected, rel=1e-12)
+    assert fastrnn.training.evaluate(model, TEXT, window=window, batch_size=batch_size) == \
+        model.evaluate(TEXT, window=window, batch_size=batch_size)
+
+
+def test_the_training_and_text_functions_are_the_model_methods():
+    fitted, by_function = text_model(TEXT), text_model(TEXT)
+    options = dict(window=8, batch_size=4, steps=3, progress=False)
+    assert fastrnn.training.fit(by_function, TEXT, **options) == fitted.fit(TEXT, **options)
+    np.testing.assert_array_equal(flat_params(by_function), flat_params(fitted))
+    assert fastrnn.text.generate(by_function, "ab", n=10, seed=2) == fitted.generate(
+        "ab", n=10, seed=2)
+
+
 # ---------------------------------------------------------------------- non-finite
 
 def test_nan_input_skips_the_update():
@@ -346,6 +373,57 @@ def test_huge_learning_rate_overflow_skips_the_update(loss, dtype):
         assert model.skipped_steps == skipped
         np.testing.assert_array_equal(flat_params(model), params)
     assert skipped > 0, "the learning rate never drove the loss to inf"
+
+
+# ---------------------------------------------------- flat buffers and predict's state
+
+def test_flat_buffers_and_num_parameters_cover_every_parameter():
+    model = small_model(num_layers=2, bidirectional=True)
+    total = sum(value.size for value in model.params.values())
+    assert model.num_parameters == total == model.flat_params.size == model.flat_grads.size
+    np.testing.assert_array_equal(model.flat_params, flat_params(model))  # params order
+    for named, flat in ((model.params, model.flat_params), (model.grads, model.flat_grads)):
+        assert all(np.shares_memory(value, flat) for value in named.values())
+    x, y, _ = random_model_batch(np.random.default_rng(9), model, SEQ_LEN, BATCH)
+    model.train_step(x, y)
+    np.testing.assert_array_equal(model.flat_grads, flat_grads(model))
+    # Clipping takes the model: all of its gradients, the head's too.
+    norm = float(np.linalg.norm(flat_grads(model)))
+    assert fastrnn.clip_grad_norm(model, 1e-3) == pytest.approx(norm, rel=1e-12)
+    assert np.linalg.norm(flat_grads(model)) == pytest.approx(1e-3, rel=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_predict_returns_the_final_state_that_continues_the_sequence(cell):
+    model = small_model(cell=cell)
+    x = np.random.default_rng(10).standard_normal((2 * SEQ_LEN, BATCH, 3))
+    whole, final = model.predict(x, return_state=True)
+    np.testing.assert_array_equal(whole, model.predict(x))
+    first, state = model.predict(x[:SEQ_LEN], return_state=True)
+    second, end = model.predict(x[SEQ_LEN:], state=state, return_state=True)
+    np.testing.assert_allclose(np.concatenate([first, second]), whole, rtol=0, atol=1e-12)
+    for part, expected in zip(model.rnn.state_parts(end), model.rnn.state_parts(final)):
+        if expected is not None:
+            np.testing.assert_allclose(part, expected, rtol=0, atol=1e-12)
+
+
+def test_vocabulary_maps_characters_to_ids_and_back():
+    vocabulary = fastrnn.text.Vocabulary.from_text("banana")
+    assert vocabulary.chars == ("a", "b", "n") and vocabulary.size == 4
+    np.testing.assert_array_equal(vocabulary.encode("nab?"), [3, 1, 2, 0])
+    assert vocabulary.decode([3, 1, 2, 0]) == "nab" + UNKNOWN
+    for bad in (["a", "a"], ["ab"], [], [1]):
+        with pytest.raises(ValueError, match="chars"):
+            fastrnn.text.Vocabulary(bad)
+    with pytest.raises(ValueError, match="text"):
+        fastrnn.text.Vocabulary.from_text("")
+    with pytest.raises(ValueError, match=r"ids must lie in \[0, 3\]"):
+        vocabulary.decode([4])
+    with pytest.raises(TypeError, match="ids must be an integer array"):
+        vocabulary.decode([1.0])
+    model = text_model("banana")
+    assert model.vocabulary.chars == vocabulary.chars and model.vocab == ["a", "b", "n"]
+    assert model.config["vocab_size"] == vocabulary.size
 
 
 # ---------------------------------------------------------------------- validation

@@ -62,10 +62,10 @@ def test_backward_after_no_grad_forward_raises_and_grad_forward_recovers(cell):
     assert fastrnn.is_grad_enabled()
     with pytest.raises(RuntimeError, match="no_grad"):
         layer_backward(layer, cotangents["d_out"])
-    assert not np.any(layer._flat_grads)
+    assert not np.any(layer.flat_grads)
     _forward(layer, problem)
     dx, _, _ = layer_backward(layer, cotangents["d_out"])
-    assert np.all(np.isfinite(dx)) and np.any(layer._flat_grads)
+    assert np.all(np.isfinite(dx)) and np.any(layer.flat_grads)
 
 
 def test_no_grad_nests_restores_on_error_and_decorates():
