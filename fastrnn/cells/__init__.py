@@ -3,8 +3,8 @@ element-wise gate math for one time step, which fastrnn._kernels.engine compiles
 into the cell's sequence kernels. Everything else (the runner in fastrnn._cells,
 the layers, the model, gradcheck, the CLI, the benchmarks) derives from SPECS.
 
-A cell module defines, as kernels (fastrnn._kernels._jit.jit, no cache: they are
-compiled into the engine's cached kernels):
+A cell module defines, as kernels (fastrnn._kernels._jit.gate_math: inlined into
+the engine's cached kernels):
 
 forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_ih, b_hh,
              h, c, extra, keep, out)

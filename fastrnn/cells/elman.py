@@ -4,12 +4,12 @@
 needs for f'; no extra cache, no cell state.
 """
 
-from .._kernels._jit import jit
+from .._kernels._jit import gate_math
 from .._kernels.activations import tanh
 from . import spec
 
 
-@jit
+@gate_math
 def _tanh_forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_ih, b_hh,
                        h, c, extra, keep, out):
     hidden = h.shape[1]
@@ -24,7 +24,7 @@ def _tanh_forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_i
             out[t, b, j] = h_new
 
 
-@jit
+@gate_math
 def _relu_forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_ih, b_hh,
                        h, c, extra, keep, out):
     hidden = h.shape[1]
@@ -40,7 +40,7 @@ def _relu_forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_i
             out[t, b, j] = h_new
 
 
-@jit
+@gate_math
 def _tanh_backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, extra,
                         d_gates, d_hidden, dh, dc):
     hidden = dh.shape[1]
@@ -53,7 +53,7 @@ def _tanh_backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, ex
             d_gates[t, b, j] = d_total[row, j] * (one - h_new * h_new)
 
 
-@jit
+@gate_math
 def _relu_backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, extra,
                         d_gates, d_hidden, dh, dc):
     hidden = dh.shape[1]
@@ -65,7 +65,7 @@ def _relu_backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, ex
             d_gates[t, b, j] = d_total[row, j] if gates[t, b, j] > 0.0 else 0.0
 
 
-@jit
+@gate_math
 def _same_recurrent_grads(d_gates, gates):
     pass
 

@@ -8,12 +8,12 @@
 is r times the input side's, and h_{t-1} reaches h_t directly through z.
 """
 
-from .._kernels._jit import jit
+from .._kernels._jit import gate_math
 from .._kernels.activations import sigmoid, tanh
 from . import spec
 
 
-@jit
+@gate_math
 def _forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_ih, b_hh,
                   h, c, extra, keep, out):
     hidden = h.shape[1]
@@ -36,7 +36,7 @@ def _forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_ih, b_
             out[t, b, j] = h_new
 
 
-@jit
+@gate_math
 def _backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, extra,
                    d_gates, d_hidden, dh, dc):
     hidden = dh.shape[1]
@@ -62,7 +62,7 @@ def _backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, extra,
             d_hidden[row, 2 * hidden + j] = d_pre_n * r_gate
 
 
-@jit
+@gate_math
 def _recurrent_grads(d_gates, gates):
     """The n block's recurrent-side gradient is r times the input side's."""
     n_steps, batch, width = d_gates.shape

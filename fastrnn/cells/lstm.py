@@ -7,12 +7,12 @@
 side by side (2H per step).
 """
 
-from .._kernels._jit import jit
+from .._kernels._jit import gate_math
 from .._kernels.activations import gate_activation, tanh
 from . import spec
 
 
-@jit
+@gate_math
 def _forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_ih, b_hh,
                   h, c, extra, keep, out):
     # Elements are indexed directly rather than through per-row views: each view
@@ -38,7 +38,7 @@ def _forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_ih, b_
                 extra[t, b, hidden + j] = tanh_new
 
 
-@jit
+@gate_math
 def _backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, extra,
                    d_gates, d_hidden, dh, dc):
     hidden = dh.shape[1]
@@ -64,7 +64,7 @@ def _backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, extra,
             dc[row, j] = d_total[row, j] * f_gate
 
 
-@jit
+@gate_math
 def _same_recurrent_grads(d_gates, gates):
     pass
 
