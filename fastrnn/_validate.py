@@ -232,3 +232,24 @@ def lengths_array(lengths, batch, n_steps, name="lengths"):
     if array.shape != (batch,):
         raise shape_error(name, f"({batch},) (one length per sequence)", array.shape)
     return np.require(array, dtype=np.int64, requirements=["C", "W"])
+
+
+def state_dict_arrays(state_dict, params, owner, dtype):
+    """The arrays of `state_dict` (a mapping of names to array-likes) cast to
+    `dtype`, checked to have exactly the keys and shapes of `params` (the
+    owner's name -> array), so that nothing is written unless all of it fits."""
+    if not hasattr(state_dict, "keys"):
+        raise TypeError(f"state_dict must be a mapping of names to arrays, "
+                        f"got {type(state_dict).__name__}")
+    missing = sorted(set(params) - set(state_dict.keys()))
+    extra = sorted(set(state_dict.keys()) - set(params))
+    if missing or extra:
+        raise KeyError(f"state_dict keys do not match {owner}: "
+                       f"missing {missing}, unexpected {extra}")
+    staged = {}
+    for name, target in params.items():
+        value = float_array(state_dict[name], f"state_dict[{name!r}]", dtype)
+        if value.shape != target.shape:
+            raise shape_error(f"state_dict[{name!r}]", target.shape, value.shape)
+        staged[name] = value
+    return staged

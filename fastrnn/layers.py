@@ -26,6 +26,7 @@ from ._validate import (
     positive_int,
     seed_sequence,
     shape_error,
+    state_dict_arrays,
 )
 
 # Caches that hold no activations, so that backward can say why: a forward
@@ -210,21 +211,7 @@ class _RecurrentLayer:
         All keys and shapes are checked before anything is written, so a failed
         load leaves the layer unchanged.
         """
-        if not hasattr(state_dict, "keys"):
-            raise TypeError(f"state_dict must be a mapping of names to arrays, "
-                            f"got {type(state_dict).__name__}")
-        expected = set(self.params)
-        given = set(state_dict.keys())
-        missing, extra = sorted(expected - given), sorted(given - expected)
-        if missing or extra:
-            raise KeyError(f"state_dict keys do not match {type(self).__name__}: "
-                           f"missing {missing}, unexpected {extra}")
-        staged = {}
-        for name, target in self.params.items():
-            value = float_array(state_dict[name], f"state_dict[{name!r}]", self.dtype)
-            if value.shape != target.shape:
-                raise shape_error(f"state_dict[{name!r}]", target.shape, value.shape)
-            staged[name] = value
+        staged = state_dict_arrays(state_dict, self.params, type(self).__name__, self.dtype)
         for name, value in staged.items():
             self.params[name][...] = value
 

@@ -24,6 +24,7 @@ from ._validate import (
     positive_int,
     seed_sequence,
     shape_error,
+    state_dict_arrays,
 )
 from .cells import SPECS
 
@@ -92,20 +93,7 @@ class _StepCell:
         """Load parameters from a mapping of torch's names to array-likes (a torch
         cell's state_dict moved to numpy). Every key and shape is checked before
         anything is written."""
-        if not hasattr(state_dict, "keys"):
-            raise TypeError(f"state_dict must be a mapping of names to arrays, "
-                            f"got {type(state_dict).__name__}")
-        missing = sorted(set(self.params) - set(state_dict.keys()))
-        extra = sorted(set(state_dict.keys()) - set(self.params))
-        if missing or extra:
-            raise KeyError(f"state_dict keys do not match {type(self).__name__}: "
-                           f"missing {missing}, unexpected {extra}")
-        staged = {}
-        for name, target in self.params.items():
-            value = float_array(state_dict[name], f"state_dict[{name!r}]", self.dtype)
-            if value.shape != target.shape:
-                raise shape_error(f"state_dict[{name!r}]", target.shape, value.shape)
-            staged[name] = value
+        staged = state_dict_arrays(state_dict, self.params, type(self).__name__, self.dtype)
         for name, value in staged.items():
             self.params[name][...] = value
 
