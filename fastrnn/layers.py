@@ -13,7 +13,7 @@ import numpy as np
 from . import _threads
 from ._cells import CELLS
 from ._grad_mode import is_grad_enabled
-from ._kernels.clipping import clip_by_norm, clip_by_value
+from ._parameters import ParameterSet, state_pair
 from ._validate import (
     absent,
     as_dtype,
@@ -26,7 +26,6 @@ from ._validate import (
     positive_int,
     seed_sequence,
     shape_error,
-    state_dict_arrays,
 )
 
 # Caches that hold no activations, so that backward can say why: a forward
@@ -35,7 +34,7 @@ _NO_GRAD_FORWARD = types.MappingProxyType({})
 _UNFINISHED_FORWARD = types.MappingProxyType({})
 
 
-class _RecurrentLayer:
+class _RecurrentLayer(ParameterSet):
     """Shared machinery of RNN, LSTM and GRU (one cell kind per subclass)."""
 
     _cell_key = None
@@ -52,6 +51,7 @@ class _RecurrentLayer:
         self.dropout = fraction(dropout, "dropout")
         self.training = True
         self._cell = CELLS[self._cell_key]
+        self._spec = self._cell.spec
         self.num_directions = 2 if self.bidirectional else 1
         self._layout = self._parameter_layout()
         size = sum(int(np.prod(shape)) for _, shape in self._layout)
@@ -75,16 +75,6 @@ class _RecurrentLayer:
             for layer in range(self.num_layers) for direction in range(self.num_directions)}
         self._cache = None
         self.grad_norm = None
-
-    @property
-    def n_gates(self):
-        """Gate blocks stacked in weight_ih / weight_hh (rows = n_gates * hidden_size)."""
-        return self._cell.n_gates
-
-    @property
-    def has_cell_state(self):
-        """Whether the cell carries a cell state c beside h (the LSTM)."""
-        return self._cell.has_cell_state
 
     def astype(self, dtype):
         """A new layer of the same configuration holding these parameters cast to `dtype`."""
@@ -197,23 +187,6 @@ class _RecurrentLayer:
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.hidden_size)
         self._flat_params[:] = rng.uniform(-bound, bound, self._flat_params.size)
-
-    def zero_grad(self):
-        self._flat_grads[:] = 0.0
-
-    def state_dict(self):
-        """Copies of the parameters, keyed by torch's names."""
-        return {name: value.copy() for name, value in self.params.items()}
-
-    def load_state_dict(self, state_dict):
-        """Load parameters from a mapping of torch's names to array-likes.
-
-        All keys and shapes are checked before anything is written, so a failed
-        load leaves the layer unchanged.
-        """
-        staged = state_dict_arrays(state_dict, self.params, type(self).__name__, self.dtype)
-        for name, value in staged.items():
-            self.params[name][...] = value
 
     def _direction_params(self, layer, direction):
         """(w_ih, w_hh, b_ih, b_hh, dw_ih, dw_hh, db_ih, db_hh) of one layer and direction."""
@@ -420,10 +393,7 @@ class _RecurrentLayer:
                 if layer > 0 and cache["masks"][layer - 1] is not None:
                     d_input *= cache["masks"][layer - 1]
                 d_layer_out = d_input.reshape(n_steps, batch, -1)
-        if clip_value is not None:
-            clip_by_value(self._flat_grads, clip_value)
-        self.grad_norm = clip_by_norm(self._flat_grads, max_norm) if max_norm is not None \
-            else None
+        self._clip_grads(max_norm, clip_value)
         dx = self._to_user_layout(d_layer_out, unbatched)
         return dx, self._state_to_user(dh0, unbatched), \
             (self._state_to_user(dc0, unbatched) if has_c else None)
@@ -434,7 +404,7 @@ class _RecurrentLayer:
         layer with a cell state (`has_cell_state`: the LSTM), (state, None) for the
         others. None gives (None, None)."""
         if self.has_cell_state:
-            return _pair(state, "state")
+            return state_pair(state, "state")
         return state, None
 
     def forward_states(self, x, h0=None, c0=None, lengths=None):
@@ -521,7 +491,7 @@ class LSTM(_RecurrentLayer):
 
     def __call__(self, x, state=None, lengths=None):
         """Returns (out, (h_n, c_n)); state is (h0, c0), either may be None."""
-        h0, c0 = _pair(state, "state")
+        h0, c0 = state_pair(state, "state")
         out, h_n, c_n = self._run_forward(self._sequence_input(x), h0, c0, lengths)
         return out, (h_n, c_n)
 
@@ -529,17 +499,9 @@ class LSTM(_RecurrentLayer):
 
     def backward(self, d_out, d_state=None, max_norm=None, clip_value=None, clip_hidden=None):
         """BPTT for the last forward call; returns (dx, (dh0, dc0)). See RNN.backward."""
-        d_hn, d_cn = _pair(d_state, "d_state")
+        d_hn, d_cn = state_pair(d_state, "d_state")
         dx, dh0, dc0 = self._run_backward(d_out, d_hn, d_cn, max_norm, clip_value, clip_hidden)
         return dx, (dh0, dc0)
-
-
-def _pair(value, name):
-    if value is None:
-        return None, None
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(f"{name} must be a pair (h, c) or None, got {type(value).__name__}")
-    return value[0], value[1]
 
 
 # The public cell names (SequenceModel, the CLI, the benchmarks) and their layers.

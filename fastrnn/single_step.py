@@ -14,8 +14,8 @@ import numpy as np
 
 from . import _threads
 from ._grad_mode import is_grad_enabled
-from ._kernels.clipping import clip_by_norm, clip_by_value
 from ._kernels.engine import step_work_size
+from ._parameters import ParameterSet, state_pair
 from ._validate import (
     as_dtype,
     float_array,
@@ -24,12 +24,11 @@ from ._validate import (
     positive_int,
     seed_sequence,
     shape_error,
-    state_dict_arrays,
 )
 from .cells import SPECS
 
 
-class _StepCell:
+class _StepCell(ParameterSet):
     """Shared machinery of the single-step cells (one cell kind per subclass)."""
 
     _spec_name = None
@@ -64,16 +63,6 @@ class _StepCell:
         self.reset_parameters(seed)
 
     # ----------------------------------------------------------------- parameters
-    @property
-    def n_gates(self):
-        """Gate blocks stacked in weight_ih / weight_hh (rows = n_gates * hidden_size)."""
-        return self._spec.n_gates
-
-    @property
-    def has_cell_state(self):
-        """Whether the cell carries a cell state c beside h (the LSTM cell)."""
-        return self._spec.has_cell_state
-
     def reset_parameters(self, seed=None):
         """Draw every parameter from U(-1/sqrt(H), 1/sqrt(H)), reproducibly from `seed`
         (an int, a SeedSequence or None), as torch's cells are initialised."""
@@ -81,21 +70,6 @@ class _StepCell:
         bound = 1.0 / np.sqrt(self.hidden_size)
         count = self._flat_params.size if self.bias else self._weights_size
         self._flat_params[:count] = rng.uniform(-bound, bound, count)
-
-    def zero_grad(self):
-        self._flat_grads[:] = 0.0
-
-    def state_dict(self):
-        """Copies of the parameters, keyed by torch's names."""
-        return {name: value.copy() for name, value in self.params.items()}
-
-    def load_state_dict(self, state_dict):
-        """Load parameters from a mapping of torch's names to array-likes (a torch
-        cell's state_dict moved to numpy). Every key and shape is checked before
-        anything is written."""
-        staged = state_dict_arrays(state_dict, self.params, type(self).__name__, self.dtype)
-        for name, value in staged.items():
-            self.params[name][...] = value
 
     # -------------------------------------------------------------------- forward
     def _step(self, x, h, c):
@@ -187,10 +161,7 @@ class _StepCell:
                                              dc)
         if not self.bias:
             self._flat_grads[self._weights_size:] = 0.0
-        if clip_value is not None:
-            clip_by_value(self._flat_grads, clip_value)
-        self.grad_norm = clip_by_norm(self._flat_grads, max_norm) if max_norm is not None \
-            else None
+        self._clip_grads(max_norm, clip_value)
         if unbatched:
             return dx[0], dh[0], dc[0] if self.has_cell_state else None
         return dx, dh, dc if self.has_cell_state else None
@@ -246,7 +217,7 @@ class LSTMCell(_StepCell):
 
     def __call__(self, x, state=None):
         """(h1, c1) from x (B, I) or unbatched (I,) and state (h, c) (zeros if omitted)."""
-        h, c = _state_pair(state, "state")
+        h, c = state_pair(state, "state")
         h1, c1, unbatched = self._step(x, h, c)
         return _user_state(h1, unbatched), _user_state(c1, unbatched)
 
@@ -255,7 +226,7 @@ class LSTMCell(_StepCell):
     def backward(self, d_state, max_norm=None, clip_value=None):
         """Gradients of the latest call for d_state = (d_h1, d_c1) (either may be
         None: zeros); returns (dx, (dh, dc)). Clipping as RNNCell.backward."""
-        d_h1, d_c1 = _state_pair(d_state, "d_state")
+        d_h1, d_c1 = state_pair(d_state, "d_state")
         dx, dh, dc = self._step_backward(d_h1, d_c1, max_norm, clip_value)
         return dx, (dh, dc)
 
@@ -269,11 +240,3 @@ def step_cell_for(cell, input_size, hidden_size, **options):
     """The single-step cell for a cell name (as fastrnn.layers.layer_for_cell)."""
     cell_class, fixed = _STEP_CELLS[one_of(cell, tuple(_STEP_CELLS), "cell")]
     return cell_class(input_size, hidden_size, **fixed, **options)
-
-
-def _state_pair(value, name):
-    if value is None:
-        return None, None
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(f"{name} must be a pair (h, c) or None, got {type(value).__name__}")
-    return value[0], value[1]
