@@ -37,7 +37,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CELLS = ("rnn", "rnn_relu", "lstm", "gru")
+CELLS = ("rnn", "rnn_relu", "lstm", "gru", "gru_reset_before")  # fastrnn.layers.CELL_NAMES
 DTYPES = ("float32", "float64")
 MID_SHAPE = (50, 32, 64, 128)  # T, B, I, H
 MAX_NORM = 5.0
@@ -54,13 +54,7 @@ def measure_in_this_process(cell, dtype):
     import numpy as np  # already loaded by fastrnn
 
     n_steps, batch, input_size, hidden_size = MID_SHAPE
-    if cell in ("rnn", "rnn_relu"):
-        nonlinearity = "relu" if cell == "rnn_relu" else "tanh"
-        layer = fastrnn.RNN(input_size, hidden_size, nonlinearity=nonlinearity, dtype=dtype,
-                            seed=0)
-    else:
-        layer = {"lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[cell](input_size, hidden_size,
-                                                                 dtype=dtype, seed=0)
+    layer = fastrnn.layers.layer_for_cell(cell, input_size, hidden_size, dtype=dtype, seed=0)
     x = np.random.default_rng(0).standard_normal((n_steps, batch, input_size)).astype(dtype)
     built = time.perf_counter()
     with fastrnn.no_grad():

@@ -161,7 +161,7 @@ def _compile_kernels(args):
     for filled in fill_cache(args.cells, args.dtypes):
         what = (f"compiled {filled.compiled} kernel specialisations" if filled.compiled
                 else "all kernels already cached")
-        print(f"  {filled.cell:8s} {filled.dtype:7s}  {what} ({filled.seconds:.1f} s)",
+        print(f"  {filled.cell:16s} {filled.dtype:7s}  {what} ({filled.seconds:.1f} s)",
               flush=True)
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0

@@ -431,10 +431,12 @@ class _RecurrentLayer(ParameterSet):
         dx, dh0 = self.backward(d_out, d_hn, **clipping)
         return dx, dh0, None
 
+    _repr_defaults = {"num_layers": 1, "bias": True, "batch_first": False,
+                      "bidirectional": False}
+
     def __repr__(self):
-        extra = "".join(f", {k}={getattr(self, k)!r}" for k in
-                        ("num_layers", "bias", "batch_first", "bidirectional")
-                        if getattr(self, k) != {"num_layers": 1, "bias": True}.get(k, False))
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k, default in
+                        self._repr_defaults.items() if getattr(self, k) != default)
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
                 f"dtype={self.dtype.name})")
 
@@ -474,12 +476,19 @@ class RNN(_RecurrentLayer):
 
 
 class GRU(RNN):
-    """GRU, torch's variant: n = tanh(W_in x + b_in + r * (W_hn h + b_hn))."""
+    """GRU, gate order r, z, n. `reset_after` True (the default) is torch's
+    variant, n = tanh(W_in x + b_in + r * (W_hn h + b_hn)); False is the classic
+    one (Cho et al. 2014, Keras's reset_after=False, ONNX's default
+    linear_before_reset=0), n = tanh(W_in x + b_in + W_hn (r * h) + b_hn). The
+    parameters' names and shapes are the same."""
 
-    _cell_key = "gru"
+    _repr_defaults = dict(_RecurrentLayer._repr_defaults, reset_after=True)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
+                 reset_after=True):
+        self.reset_after = bool(reset_after)
+        self._cell_key = "gru" if self.reset_after else "gru_reset_before"
         _RecurrentLayer.__init__(self, input_size, hidden_size, num_layers, bias, batch_first,
                                  dropout, bidirectional, dtype, seed)
 
@@ -506,11 +515,13 @@ class LSTM(_RecurrentLayer):
 
 # The public cell names (SequenceModel, the CLI, the benchmarks) and their layers.
 _LAYERS = {"rnn": (RNN, {"nonlinearity": "tanh"}), "rnn_relu": (RNN, {"nonlinearity": "relu"}),
-           "lstm": (LSTM, {}), "gru": (GRU, {})}
+           "lstm": (LSTM, {}), "gru": (GRU, {}),
+           "gru_reset_before": (GRU, {"reset_after": False})}
 CELL_NAMES = tuple(_LAYERS)
 
 
 def layer_for_cell(cell, input_size, hidden_size, **options):
-    """The layer for a cell name: "rnn" (tanh), "rnn_relu", "lstm" or "gru"."""
+    """The layer for a cell name: "rnn" (tanh), "rnn_relu", "lstm", "gru" or
+    "gru_reset_before" (the GRU with reset_after=False)."""
     layer_class, fixed = _LAYERS[one_of(cell, CELL_NAMES, "cell")]
     return layer_class(input_size, hidden_size, **fixed, **options)

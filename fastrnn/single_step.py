@@ -132,7 +132,8 @@ class _StepCell(ParameterSet):
         """Buffers for a batch of `batch` rows (kept until the batch size changes)."""
         spec = self._spec
         self._work = np.empty(step_work_size(batch, self.input_size, self.hidden_size,
-                                             spec.n_gates, spec.cache_width), dtype=self.dtype)
+                                             spec.n_gates, spec.cache_width, spec.scratch_count),
+                                    dtype=self.dtype)
         self._ones = np.ones(batch, dtype=np.int64)  # every row's "length" is this step
         self._no_cell_state = np.empty((batch, 0), dtype=self.dtype)
         self._batch = batch
@@ -167,7 +168,8 @@ class _StepCell(ParameterSet):
         return dx, dh, dc if self.has_cell_state else None
 
     def __repr__(self):
-        extra = "" if self.bias else ", bias=False"
+        extra = ("" if self.bias else ", bias=False") + \
+            ("" if getattr(self, "reset_after", True) else ", reset_after=False")
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, "
                 f"dtype={self.dtype.name})")
 
@@ -202,11 +204,14 @@ class RNNCell(_StepCell):
 
 
 class GRUCell(RNNCell):
-    """GRU cell, torch's variant: n = tanh(W_in x + b_in + r * (W_hn h + b_hn))."""
+    """GRU cell; `reset_after` as on fastrnn.GRU: True (the default) is torch's
+    variant, n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), False the classic
+    one, n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)."""
 
-    _spec_name = "gru"
-
-    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None):
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, seed=None,
+                 reset_after=True):
+        self.reset_after = bool(reset_after)
+        self._spec_name = "gru" if self.reset_after else "gru_reset_before"
         _StepCell.__init__(self, input_size, hidden_size, bias, dtype, seed)
 
 
@@ -233,7 +238,8 @@ class LSTMCell(_StepCell):
 
 _STEP_CELLS = {"rnn": (RNNCell, {"nonlinearity": "tanh"}),
                "rnn_relu": (RNNCell, {"nonlinearity": "relu"}),
-               "lstm": (LSTMCell, {}), "gru": (GRUCell, {})}
+               "lstm": (LSTMCell, {}), "gru": (GRUCell, {}),
+               "gru_reset_before": (GRUCell, {"reset_after": False})}
 
 
 def step_cell_for(cell, input_size, hidden_size, **options):

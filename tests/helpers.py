@@ -7,7 +7,7 @@ need numpy can import this file on machines without torch.
 from __future__ import annotations
 
 import numpy as np
-from reference import canonical_cell, gate_count, param_name
+from reference import TORCH_CELLS, canonical_cell, gate_count, param_name
 
 
 def param_shapes(cell, input_size, hidden_size, num_layers=1, bidirectional=False, bias=True):
@@ -65,6 +65,8 @@ def make_torch_module(cell, params, input_size, hidden_size, num_layers=1,
     import torch
 
     cell = canonical_cell(cell)
+    if cell not in TORCH_CELLS:
+        raise ValueError(f"torch has no {cell!r} cell")
     kwargs = {"num_layers": num_layers, "bias": bias, "bidirectional": bidirectional,
               "dtype": torch.float64}
     if cell == "lstm":
@@ -154,17 +156,18 @@ def max_rel_error(actual, expected):
 
 
 def make_layer(cell, input_size, hidden_size, num_layers=1, bidirectional=False, bias=True,
-               batch_first=False, dtype=np.float64, seed=None, params=None):
+               batch_first=False, dtype=np.float64, seed=None, params=None, dropout=0.0):
     """A fastrnn layer for a reference cell name; `params` (torch-named) are loaded if given."""
     import fastrnn
 
     cell = canonical_cell(cell)
     kwargs = {"num_layers": num_layers, "bias": bias, "batch_first": batch_first,
-              "bidirectional": bidirectional, "dtype": dtype, "seed": seed}
+              "bidirectional": bidirectional, "dtype": dtype, "seed": seed,
+              "dropout": dropout}
     if cell == "lstm":
         layer = fastrnn.LSTM(input_size, hidden_size, **kwargs)
-    elif cell == "gru":
-        layer = fastrnn.GRU(input_size, hidden_size, **kwargs)
+    elif cell in ("gru", "gru_reset_before"):
+        layer = fastrnn.GRU(input_size, hidden_size, reset_after=cell == "gru", **kwargs)
     else:
         layer = fastrnn.RNN(input_size, hidden_size,
                             nonlinearity="tanh" if cell == "rnn_tanh" else "relu", **kwargs)

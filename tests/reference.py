@@ -11,6 +11,10 @@ Semantics follow torch exactly:
 * LSTM, gate order i, f, g, o:  c' = f*c + i*g,  h' = o*tanh(c').
 * GRU, gate order r, z, n:      n = tanh(W_in x + b_in + r*(W_hn h + b_hn)),
                                 h' = (1-z)*n + z*h.
+* GRU reset before (Cho et al. 2014; Keras reset_after=False; ONNX's default
+  linear_before_reset=0), the same but n = tanh(W_in x + b_in + W_hn (r*h) + b_hn).
+  torch has no such cell: tests/test_onnx_reference.py checks it against ONNX's
+  reference evaluator instead.
 * lengths: step t of sequence b is valid iff t < lengths[b]. Invalid steps output zero
   and leave the state untouched, in both directions; the reverse direction therefore
   starts each sequence at its own last valid step. This is what torch gives with
@@ -26,7 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before")
+TORCH_CELLS = CELLS[:4]  # the cells torch has
 
 # "rnn" is the public SequenceModel spelling of the tanh Elman cell.
 _CELL_ALIASES = {"rnn": "rnn_tanh"}
@@ -42,7 +47,8 @@ def canonical_cell(cell: str) -> str:
 
 def gate_count(cell: str) -> int:
     """Number of stacked gate blocks in weight_ih / weight_hh (rows = gate_count * H)."""
-    return {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}[canonical_cell(cell)]
+    return {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3,
+            "gru_reset_before": 3}[canonical_cell(cell)]
 
 
 def param_name(kind: str, layer: int, reverse: bool) -> str:
@@ -117,7 +123,7 @@ def forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, lengths=None, reverse=
             h_new = o * tanh_c
             step.update(c_prev=c.copy(), i=i, f=f, g=g, o=o, tanh_c=tanh_c)
             c = np.where(keep, c_new, c)
-        else:  # gru
+        elif cell == "gru":
             gi = x_t @ w_ih.T + b_ih
             gh = h @ w_hh.T + b_hh
             r = _sigmoid(gi[:, 0 * H:1 * H] + gh[:, 0 * H:1 * H])
@@ -126,6 +132,14 @@ def forward(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0=None, lengths=None, reverse=
             n = np.tanh(gi[:, 2 * H:3 * H] + r * hn)
             h_new = (1.0 - z) * n + z * h
             step.update(r=r, z=z, n=n, hn=hn)
+        else:  # gru_reset_before
+            gi = x_t @ w_ih.T + b_ih
+            r = _sigmoid(gi[:, 0 * H:1 * H] + h @ w_hh[0 * H:1 * H].T + b_hh[0 * H:1 * H])
+            z = _sigmoid(gi[:, 1 * H:2 * H] + h @ w_hh[1 * H:2 * H].T + b_hh[1 * H:2 * H])
+            rh = r * h
+            n = np.tanh(gi[:, 2 * H:3 * H] + rh @ w_hh[2 * H:3 * H].T + b_hh[2 * H:3 * H])
+            h_new = (1.0 - z) * n + z * h
+            step.update(r=r, z=z, n=n, rh=rh)
         h = np.where(keep, h_new, h)
         out[t] = np.where(keep, h_new, 0.0)
         steps.append(step)
@@ -195,6 +209,15 @@ def backward(cell, cache, d_out, d_hn=None, d_cn=None, clip_hidden=None):
             dh_prev_direct = 0.0
             # A padded step leaves c untouched, so its gradient just passes through.
             dc = np.where(keep, dc_total * f, dc)
+        elif cell == "gru_reset_before":
+            r, z, n = step["r"], step["z"], step["n"]
+            d_n_pre = dh_total * (1.0 - z) * (1.0 - n**2)
+            d_z_pre = dh_total * (h_prev - n) * z * (1.0 - z)
+            d_rh = d_n_pre @ w_hh[2 * H:3 * H]  # gradient w.r.t. r * h
+            d_r_pre = d_rh * h_prev * r * (1.0 - r)
+            d_gi = np.concatenate([d_r_pre, d_z_pre, d_n_pre], axis=1)
+            d_gh = d_gi
+            dh_prev_direct = dh_total * z + d_rh * r
         else:  # gru
             r, z, n, hn = step["r"], step["z"], step["n"], step["hn"]
             d_n_pre = dh_total * (1.0 - z) * (1.0 - n**2)
@@ -210,10 +233,18 @@ def backward(cell, cache, d_out, d_hn=None, d_cn=None, clip_hidden=None):
         d_gh = np.where(keep, d_gh, 0.0)
         dx[t] = d_gi @ w_ih
         dw_ih += d_gi.T @ x[t]
-        dw_hh += d_gh.T @ h_prev
         db_ih += d_gi.sum(axis=0)
         db_hh += d_gh.sum(axis=0)
-        dh = np.where(keep, d_gh @ w_hh + dh_prev_direct, dh)
+        if cell == "gru_reset_before":
+            # W_hn multiplies r * h, not h: its gradient is taken against r * h, and
+            # its path back to h is in dh_prev_direct.
+            dw_hh[:2 * H] += d_gh[:, :2 * H].T @ h_prev
+            dw_hh[2 * H:] += d_gh[:, 2 * H:].T @ step["rh"]
+            through_w_hh = d_gh[:, :2 * H] @ w_hh[:2 * H]
+        else:
+            dw_hh += d_gh.T @ h_prev
+            through_w_hh = d_gh @ w_hh
+        dh = np.where(keep, through_w_hh + dh_prev_direct, dh)
 
     grads = {"weight_ih": dw_ih, "weight_hh": dw_hh}
     if cache["has_bias"]:

@@ -7,7 +7,7 @@ import contextlib
 
 import numpy as np
 import pytest
-from reference import CELLS
+from reference import CELLS, gate_count
 from test_layers_reference import assert_matches_reference, layer_for, make_case, run
 
 import fastrnn
@@ -124,7 +124,7 @@ def test_blocked_layers_match_reference(cell, threads, k_chunks, monkeypatch):
     layer = layer_for(cell, problem)
     fast = run(layer, problem, cotangents, clip_hidden=2.0)
     assert_matches_reference(cell, problem, cotangents, layer, fast, clip_hidden=2.0)
-    gates = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}[cell] * sizes[3]
+    gates = gate_count(cell) * sizes[3]
     hidden = sizes[3]
     assert (k_chunks, 4, hidden // k_chunks, gates // 4) in shapes  # forward: W_hh^T
     assert (k_chunks, 4, gates // k_chunks, hidden // 4) in shapes  # BPTT: W_hh

@@ -21,6 +21,7 @@ from helpers import (
     flat_params,
     layer_backward,
     layer_forward,
+    make_layer,
     max_rel_error,
     ragged_lengths,
     random_model_batch,
@@ -41,16 +42,9 @@ GRAD_RTOL = 1e-9
 
 def dropout_layer(cell, num_layers, bidirectional, params, dropout=P, batch_first=False):
     """A float64 layer of the reference cell `cell` holding `params`, with `dropout`."""
-    options = dict(num_layers=num_layers, bidirectional=bidirectional, dropout=dropout,
-                   batch_first=batch_first, dtype=np.float64, seed=0)
-    if cell == "lstm":
-        layer = fastrnn.LSTM(INPUT, HIDDEN, **options)
-    elif cell == "gru":
-        layer = fastrnn.GRU(INPUT, HIDDEN, **options)
-    else:
-        layer = fastrnn.RNN(INPUT, HIDDEN, nonlinearity=cell[4:], **options)
-    layer.load_state_dict(params)
-    return layer
+    return make_layer(cell, INPUT, HIDDEN, num_layers=num_layers, bidirectional=bidirectional,
+                      batch_first=batch_first, dtype=np.float64, seed=0, params=params,
+                      dropout=dropout)
 
 
 def documented_masks(seed, p, count, shape):

@@ -108,7 +108,7 @@ def _skewed_layer(cell, factor=SKEW):
     """A float64 2-layer bidirectional layer whose backward reports row SKEWED_ROW of
     SKEWED_TENSOR's gradient times `factor` and every other gradient as computed."""
     base = {"rnn_tanh": fastrnn.RNN, "rnn_relu": fastrnn.RNN, "lstm": fastrnn.LSTM,
-            "gru": fastrnn.GRU}[cell]
+            "gru": fastrnn.GRU, "gru_reset_before": fastrnn.GRU}[cell]
 
     class Skewed(base):
         def backward(self, *args, **kwargs):
@@ -119,6 +119,8 @@ def _skewed_layer(cell, factor=SKEW):
     options = dict(num_layers=2, bidirectional=True, dtype=np.float64, seed=3)
     if cell.startswith("rnn"):
         options["nonlinearity"] = cell[4:]
+    if cell == "gru_reset_before":
+        options["reset_after"] = False
     return Skewed(INPUT, HIDDEN, **options)
 
 

@@ -28,7 +28,7 @@ from helpers import (  # noqa: E402
     state_shape,
     torch_forward_backward,
 )
-from reference import CELLS  # noqa: E402
+from reference import TORCH_CELLS as CELLS  # noqa: E402
 
 import fastrnn  # noqa: E402
 

@@ -10,9 +10,9 @@ gate math of one time step, which a cell module provides as two functions
 (see fastrnn/cells/__init__.py for their contract):
 
     forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_ih, b_hh,
-                 h, c, extra, keep, out)
+                 h, c, extra, keep, out, w_hh, scratch)
     backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, extra,
-                  d_gates, d_hidden, dh, dc)
+                  d_gates, d_hidden, dh, dc, w_hh, scratch)
 
 and `recurrent_grads(d_gates, gates)`, which turns the input-side gate gradients
 into the recurrent side's in place (a no-op where they are the same).
@@ -43,6 +43,7 @@ from .sequence import (
     blocked_product,
     chunk_bounds,
     clamp,
+    copy_columns,
     copy_rows,
     product_scratch,
     recurrent_product,
@@ -54,11 +55,15 @@ from .sequence import (
 # recurrent-side gate gradients, which differ from the input side's);
 # DIRECT_STATE_PATH (backward_step writes the part of dh that does not go
 # through W_hh, to which the driver adds dG W_hh; without one dh is dG W_hh);
+# SCRATCH_COUNT, the (rows, H) scratch buffers the step functions get;
+# GATED_STATE_BLOCKS, the trailing gate blocks whose W_hh rows multiply the
+# gated state the cell keeps as its extra cache (the classic GRU's r * h_{t-1})
+# instead of h_{t-1}, which their weight gradient is taken against;
 # rows_dot and param_grads, the serial or the parallel variant.
 cell_forward_step = cell_backward_step = cell_recurrent_grads = None
 rows_dot = param_grads = None
 RECURRENT_GRADS_DIFFER = DIRECT_STATE_PATH = False
-N_GATES = CACHE_WIDTH = 0
+N_GATES = CACHE_WIDTH = SCRATCH_COUNT = GATED_STATE_BLOCKS = 0
 
 
 def _forward_rows(start, stop, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0, lengths,
@@ -70,13 +75,14 @@ def _forward_rows(start, stop, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0,
     c = c0[start:stop].copy()
     recurrent = np.empty((stop - start, gates.shape[2]), dtype=gates.dtype)
     scratch = product_scratch(h, gates.shape[2], w_blocks)
+    cell_scratch = np.empty((SCRATCH_COUNT, stop - start, h.shape[1]), dtype=gates.dtype)
     for step in range(n_steps):
         t = time_index(step, n_steps, reverse)
         if keep:
             copy_rows(h, h_prev[t], start)
         recurrent_product(h, w_hh, w_hh_t, w_blocks, recurrent, scratch)
         cell_forward_step(t, start, stop, lengths, one, gates, recurrent, bias,
-                          b_ih, b_hh, h, c, extra, keep, out)
+                          b_ih, b_hh, h, c, extra, keep, out, w_hh, cell_scratch)
         for row in range(stop - start):
             if t >= lengths[start + row]:
                 out[t, start + row] = 0.0
@@ -116,6 +122,7 @@ def _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, one, bound,
     dc = d_cn[start:stop].copy()
     d_total = np.empty_like(dh)
     recurrent = np.empty_like(dh)
+    cell_scratch = np.empty((SCRATCH_COUNT, rows, hidden), dtype=gates.dtype)
     block_buffers = block_scratch(rows, w_hh_blocks)
     # This slice's recurrent-side gate gradients at one step, for cells whose
     # differ from the input side's (kept for the whole sequence in d_gates).
@@ -133,7 +140,7 @@ def _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, one, bound,
             for j in range(hidden):  # dL/dh_t, clipped
                 d_total[row, j] = clamp(dh[row, j] + d_out[t, b, j], bound)
         cell_backward_step(t, start, stop, lengths, one, d_total, gates, h_prev,
-                           extra, d_gates, d_hidden, dh, dc)
+                           extra, d_gates, d_hidden, dh, dc, w_hh, cell_scratch)
         # dh_{t-1} (+)= dG_t W_hh; padded rows have dG = 0 and keep their dh.
         if RECURRENT_GRADS_DIFFER:
             blocked_product(d_hidden, w_hh, w_hh_blocks, recurrent, block_buffers)
@@ -169,8 +176,17 @@ def _backward(x, w_ih, w_hh, w_hh_blocks, lengths, reverse, n_threads, clip_hidd
     rows_dot(d_gates_2d, w_ih, dx, n_threads)
     param_grads(d_gates_2d, x, dw_ih, db_ih, n_threads)
     cell_recurrent_grads(d_gates, gates)
-    param_grads(d_gates_2d, h_prev.reshape(n_steps * batch, h_prev.shape[2]),
-                dw_hh, db_hh, n_threads)
+    hidden = h_prev.shape[2]
+    h_prev_2d = h_prev.reshape(n_steps * batch, hidden)
+    if GATED_STATE_BLOCKS == 0:
+        param_grads(d_gates_2d, h_prev_2d, dw_hh, db_hh, n_threads)
+    else:
+        first = width - GATED_STATE_BLOCKS * hidden
+        param_grads(copy_columns(d_gates_2d, 0, first), h_prev_2d, dw_hh[:first],
+                    db_hh[:first], n_threads)
+        param_grads(copy_columns(d_gates_2d, first, width),
+                    extra.reshape(n_steps * batch, hidden), dw_hh[first:], db_hh[first:],
+                    n_threads)
 
 
 def _rows_dot(a, b, out, n_threads):
@@ -181,17 +197,17 @@ def _rows_dot(a, b, out, n_threads):
         np.dot(a[start:stop], b, out[start:stop])
 
 
-def step_work_size(batch, input_size, hidden, n_gates, cache_width):
+def step_work_size(batch, input_size, hidden, n_gates, cache_width, scratch_count):
     """Size of a single-step cell's work buffer (see _step_views)."""
     width = n_gates * hidden
-    return batch * (input_size + 2 * hidden + 4 * width + cache_width * hidden) + width
+    return batch * (input_size + (2 + cache_width + scratch_count) * hidden + 4 * width) + width
 
 
 def _step_views(work, batch, input_size, hidden):
     """A single-step cell's work buffer, in order: x and h as the call saw them,
     the gates (1, B, G), the extra cache (1, B, E), and scratch: the recurrent
     product (B, G), dL/dh (B, H), the input-side gate gradients (1, B, G), the
-    recurrent side's (B, G), and b_ih + b_hh (G,)."""
+    recurrent side's (B, G), b_ih + b_hh (G,), and the cell's scratch."""
     width = N_GATES * hidden
     x_end = batch * input_size
     h_end = x_end + batch * hidden
@@ -201,6 +217,8 @@ def _step_views(work, batch, input_size, hidden):
     d_h_end = product_end + batch * hidden
     d_gates_end = d_h_end + batch * width
     d_hidden_end = d_gates_end + batch * width
+    bias_end = d_hidden_end + width
+    scratch_end = bias_end + SCRATCH_COUNT * batch * hidden
     return (work[:x_end].reshape((batch, input_size)),
             work[x_end:h_end].reshape((batch, hidden)),
             work[h_end:gates_end].reshape((1, batch, width)),
@@ -209,7 +227,8 @@ def _step_views(work, batch, input_size, hidden):
             work[product_end:d_h_end].reshape((batch, hidden)),
             work[d_h_end:d_gates_end].reshape((1, batch, width)),
             work[d_gates_end:d_hidden_end].reshape((batch, width)),
-            work[d_hidden_end:d_hidden_end + width])
+            work[d_hidden_end:bias_end],
+            work[bias_end:scratch_end].reshape((SCRATCH_COUNT, batch, hidden)))
 
 
 def _param_views(params, input_size, hidden):
@@ -229,7 +248,7 @@ def _cell_forward(x, params, lengths, h, c, work, h1, c1):
     batch, input_size = x.shape
     hidden = h.shape[1]
     w_ih, w_hh, b_ih, b_hh = _param_views(params, input_size, hidden)
-    x_kept, h_kept, gates, extra, recurrent, _, _, _, bias = _step_views(
+    x_kept, h_kept, gates, extra, recurrent, _, _, _, bias, scratch = _step_views(
         work, batch, input_size, hidden)
     copy_rows(x, x_kept, 0)
     copy_rows(h, h_kept, 0)
@@ -240,7 +259,7 @@ def _cell_forward(x, params, lengths, h, c, work, h1, c1):
     np.dot(x, w_ih.T, gates[0])
     np.dot(h, w_hh.T, recurrent)
     cell_forward_step(0, 0, batch, lengths, x.dtype.type(1.0), gates, recurrent, bias, b_ih,
-                      b_hh, h1, c1, extra, True, h1.reshape((1, batch, hidden)))
+                      b_hh, h1, c1, extra, True, h1.reshape((1, batch, hidden)), w_hh, scratch)
 
 
 def _cell_backward(params, grads, lengths, d_h1, d_c1, work, input_size, dx, dh, dc):
@@ -249,12 +268,13 @@ def _cell_backward(params, grads, lengths, d_h1, d_c1, work, input_size, dx, dh,
     batch, hidden = d_h1.shape
     w_ih, w_hh, _, _ = _param_views(params, input_size, hidden)
     dw_ih, dw_hh, db_ih, db_hh = _param_views(grads, input_size, hidden)
-    x_kept, h_kept, gates, extra, _, d_total, d_gates, d_hidden, _ = _step_views(
+    x_kept, h_kept, gates, extra, _, d_total, d_gates, d_hidden, _, scratch = _step_views(
         work, batch, input_size, hidden)
     copy_rows(d_h1, d_total, 0)
     copy_rows(d_c1, dc, 0)
     cell_backward_step(0, 0, batch, lengths, d_h1.dtype.type(1.0), d_total, gates,
-                       h_kept.reshape((1, batch, hidden)), extra, d_gates, d_hidden, dh, dc)
+                       h_kept.reshape((1, batch, hidden)), extra, d_gates, d_hidden, dh, dc,
+                       w_hh, scratch)
     through_weight = d_total  # free once the cell's step has read it
     if RECURRENT_GRADS_DIFFER:
         np.dot(d_hidden, w_hh, through_weight)
@@ -271,7 +291,10 @@ def _cell_backward(params, grads, lengths, d_h1, d_c1, work, input_size, dx, dh,
     accumulate_at_transposed(d_gates[0], x_kept, dw_ih, 0, batch, 0, width)
     add_column_sums(d_gates[0], 0, batch, 0, width, db_ih)
     cell_recurrent_grads(d_gates, gates)
-    accumulate_at_transposed(d_gates[0], h_kept, dw_hh, 0, batch, 0, width)
+    first = width - GATED_STATE_BLOCKS * hidden
+    accumulate_at_transposed(d_gates[0], h_kept, dw_hh, 0, batch, 0, first)
+    if GATED_STATE_BLOCKS:
+        accumulate_at_transposed(d_gates[0], extra[0], dw_hh, 0, batch, first, width - first)
     add_column_sums(d_gates[0], 0, batch, 0, width, db_hh)
 
 
@@ -358,15 +381,22 @@ def _bound(template, name, namespace):
 
 
 def instantiate(name, n_gates, cache_width, forward_step, backward_step, recurrent_grads,
-                recurrent_grads_differ, direct_state_path, cell_source):
+                recurrent_grads_differ, direct_state_path, cell_source, scratch_count=0,
+                gated_state_blocks=0):
     """The drivers compiled against one cell's step functions (see the module
-    docstring); `cell_source` is the path of the cell's module."""
+    docstring and the constants above); `cell_source` is the path of the
+    cell's module. A cell with gated-state blocks keeps the gated state as its
+    whole extra cache (cache_width 1)."""
+    if gated_state_blocks and cache_width != 1:
+        raise ValueError("a cell with gated-state blocks keeps the gated state (H values) "
+                         f"as its extra cache: cache_width must be 1, got {cache_width}")
     stamp = _sources_hash(*_KERNEL_SOURCES, cell_source)
     namespace = dict(globals(), cell_forward_step=forward_step,
                      cell_backward_step=backward_step, cell_recurrent_grads=recurrent_grads,
                      RECURRENT_GRADS_DIFFER=bool(recurrent_grads_differ),
                      DIRECT_STATE_PATH=bool(direct_state_path), N_GATES=int(n_gates),
-                     CACHE_WIDTH=int(cache_width))
+                     CACHE_WIDTH=int(cache_width), SCRATCH_COUNT=int(scratch_count),
+                     GATED_STATE_BLOCKS=int(gated_state_blocks))
     for helper in (_step_views, _param_views):
         namespace[helper.__name__] = jit(_bound(helper, f"{name}{helper.__name__}", namespace))
     namespace["_forward_rows"] = jit(_bound(_forward_rows, f"{name}_forward_rows", namespace))

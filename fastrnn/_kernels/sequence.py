@@ -47,6 +47,17 @@ def copy_rows(src, dst, start):
 
 
 @kernel
+def copy_columns(matrix, col0, col1):
+    """A new C-contiguous copy of matrix[:, col0:col1] (a 2-D array)."""
+    rows = matrix.shape[0]
+    out = np.empty((rows, col1 - col0), dtype=matrix.dtype)
+    for row in range(rows):
+        for col in range(col0, col1):
+            out[row, col - col0] = matrix[row, col]
+    return out
+
+
+@kernel
 def product_scratch(h, width, w_blocks):
     """Scratch for recurrent_product: (H, B) and (G, B) for the weight-major
     product, which is used only without blocks and for a batch small against a

@@ -6,12 +6,12 @@ needs for f'; no extra cache, no cell state.
 
 from .._kernels._jit import gate_math
 from .._kernels.activations import tanh
-from . import spec
+from . import same_recurrent_grads, spec
 
 
 @gate_math
 def _tanh_forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_ih, b_hh,
-                       h, c, extra, keep, out):
+                       h, c, extra, keep, out, w_hh, scratch):
     hidden = h.shape[1]
     for row in range(stop - start):
         b = start + row
@@ -26,7 +26,7 @@ def _tanh_forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_i
 
 @gate_math
 def _relu_forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_ih, b_hh,
-                       h, c, extra, keep, out):
+                       h, c, extra, keep, out, w_hh, scratch):
     hidden = h.shape[1]
     for row in range(stop - start):
         b = start + row
@@ -42,7 +42,7 @@ def _relu_forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_i
 
 @gate_math
 def _tanh_backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, extra,
-                        d_gates, d_hidden, dh, dc):
+                        d_gates, d_hidden, dh, dc, w_hh, scratch):
     hidden = dh.shape[1]
     for row in range(stop - start):
         b = start + row
@@ -55,7 +55,7 @@ def _tanh_backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, ex
 
 @gate_math
 def _relu_backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, extra,
-                        d_gates, d_hidden, dh, dc):
+                        d_gates, d_hidden, dh, dc, w_hh, scratch):
     hidden = dh.shape[1]
     for row in range(stop - start):
         b = start + row
@@ -65,16 +65,11 @@ def _relu_backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, ex
             d_gates[t, b, j] = d_total[row, j] if gates[t, b, j] > 0.0 else 0.0
 
 
-@gate_math
-def _same_recurrent_grads(d_gates, gates):
-    pass
-
-
 TANH_SPEC = spec("rnn_tanh", n_gates=1, state_count=1, cache_width=0,
                  forward_step=_tanh_forward_step, backward_step=_tanh_backward_step,
-                 recurrent_grads=_same_recurrent_grads, recurrent_grads_differ=False,
+                 recurrent_grads=same_recurrent_grads, recurrent_grads_differ=False,
                  direct_state_path=False, module_file=__file__)
 RELU_SPEC = spec("rnn_relu", n_gates=1, state_count=1, cache_width=0,
                  forward_step=_relu_forward_step, backward_step=_relu_backward_step,
-                 recurrent_grads=_same_recurrent_grads, recurrent_grads_differ=False,
+                 recurrent_grads=same_recurrent_grads, recurrent_grads_differ=False,
                  direct_state_path=False, module_file=__file__)

@@ -9,12 +9,12 @@ side by side (2H per step).
 
 from .._kernels._jit import gate_math
 from .._kernels.activations import gate_activation, tanh
-from . import spec
+from . import same_recurrent_grads, spec
 
 
 @gate_math
 def _forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_ih, b_hh,
-                  h, c, extra, keep, out):
+                  h, c, extra, keep, out, w_hh, scratch):
     # Elements are indexed directly rather than through per-row views: each view
     # costs reference counting, more than the arithmetic at small H.
     hidden = h.shape[1]
@@ -40,7 +40,7 @@ def _forward_step(t, start, stop, lengths, one, gates, recurrent, bias, b_ih, b_
 
 @gate_math
 def _backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, extra,
-                   d_gates, d_hidden, dh, dc):
+                   d_gates, d_hidden, dh, dc, w_hh, scratch):
     hidden = dh.shape[1]
     for row in range(stop - start):
         b = start + row
@@ -64,12 +64,7 @@ def _backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, extra,
             dc[row, j] = d_total[row, j] * f_gate
 
 
-@gate_math
-def _same_recurrent_grads(d_gates, gates):
-    pass
-
-
 SPEC = spec("lstm", n_gates=4, state_count=2, cache_width=2,
             forward_step=_forward_step, backward_step=_backward_step,
-            recurrent_grads=_same_recurrent_grads, recurrent_grads_differ=False,
+            recurrent_grads=same_recurrent_grads, recurrent_grads_differ=False,
             direct_state_path=False, module_file=__file__)
