@@ -104,8 +104,16 @@ MUTANTS = (
            "        if t > lengths[b]:",
            "GRU forward steps one past each sequence's length (h_n one step late)",
            (f"{REFERENCE}[gru-L1-uni-len-clipNone]", f"{PADDED}[gru]")),
+    # (The snippet runs on to the line that only the reset-after variant has.)
     Mutant("gru-update-gate-sign", "fastrnn/cells/gru.py",
-           "(h_prev[t, b, j] - n_gate)", "(n_gate - h_prev[t, b, j])",
+           "(h_prev[t, b, j] - n_gate) * z_gate * (one - z_gate)\n"
+           "            d_gates[t, b, hidden + j] = d_pre_z\n"
+           "            d_hidden[row, hidden + j] = d_pre_z\n"
+           "            d_gates[t, b, 2 * hidden + j]",
+           "(n_gate - h_prev[t, b, j]) * z_gate * (one - z_gate)\n"
+           "            d_gates[t, b, hidden + j] = d_pre_z\n"
+           "            d_hidden[row, hidden + j] = d_pre_z\n"
+           "            d_gates[t, b, 2 * hidden + j]",
            "GRU backward: update-gate gradient with the wrong sign",
            (f"{REFERENCE}[gru-L1-uni-full-clipNone]",)),
     Mutant("gru-hidden-n-gradient", "fastrnn/cells/gru.py",

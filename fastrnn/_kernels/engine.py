@@ -348,7 +348,15 @@ def _param_grads(d_gates, inputs, d_weight, d_bias, n_threads):
         add_column_sums(d_gates, 0, n_rows, start, stop, d_bias)
 
 
-param_grads_serial = jit(_param_grads)
+def _param_grads_one_thread(d_gates, inputs, d_weight, d_bias, n_threads):
+    """_param_grads on one thread (n_threads is ignored): without the splits,
+    whose code took a second of every cold serial compile."""
+    n_rows, n_gates = d_gates.shape
+    accumulate_at_transposed(d_gates, inputs, d_weight, 0, n_rows, 0, n_gates)
+    add_column_sums(d_gates, 0, n_rows, 0, n_gates, d_bias)
+
+
+param_grads_serial = jit(_param_grads_one_thread)
 param_grads_parallel = jit(_param_grads, parallel=True)
 _VARIANTS = {
     "serial": {"rows_dot": jit(_rows_dot), "param_grads": param_grads_serial},
