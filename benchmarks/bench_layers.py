@@ -1,4 +1,5 @@
-"""asv benchmarks of fastrnn's layers on the DESIGN benchmark grid (float32, all cores).
+"""asv benchmarks of fastrnn's layers on the DESIGN benchmark grid and the shapes off
+it (float32, all cores).
 
 The workloads are the ones `fastrnn bench` prints (fastrnn/bench.py): a training step
 (zero_grad, forward, backward of out.sum(), global-norm clip to 5), forward only, and
@@ -19,7 +20,7 @@ import fastrnn
 from fastrnn import bench
 
 CELLS = list(bench.CELLS)
-SHAPES = list(bench.GRID)
+SHAPES = list(bench.NAMED_SHAPES)  # the grid, then the off-grid shapes
 SEQUENCE_MODES = ["train", "forward"]
 SPEEDUP_REPEATS = 5
 
@@ -27,7 +28,7 @@ SPEEDUP_REPEATS = 5
 @functools.cache
 def warm_workload(framework, cell, mode, shape_name="stream"):
     """The workload of `fastrnn bench`, called once (compiled, caches filled)."""
-    shape = bench.STREAM_SHAPE if mode == "stream" else bench.GRID[shape_name]
+    shape = bench.STREAM_SHAPE if mode == "stream" else bench.NAMED_SHAPES[shape_name]
     workload = bench.make_workload(framework, cell, mode, shape)
     workload()
     return workload
@@ -35,7 +36,7 @@ def warm_workload(framework, cell, mode, shape_name="stream"):
 
 def gflops(cell, mode, shape_name="stream"):
     """fastrnn's GFLOP/s for one workload (median of a few alternating samples)."""
-    shape = bench.STREAM_SHAPE if mode == "stream" else bench.GRID[shape_name]
+    shape = bench.STREAM_SHAPE if mode == "stream" else bench.NAMED_SHAPES[shape_name]
     ms = bench.median_ms({"fastrnn": warm_workload("fastrnn", cell, mode, shape_name)},
                          repeats=SPEEDUP_REPEATS)["fastrnn"]
     return bench.flop_count(cell, shape, mode) / (ms * 1e-3) / 1e9
@@ -150,6 +151,19 @@ class SpeedupVsJax(_Speedup):
     track_speedup_vs_jax.unit = "speed-up"
 
 
+class SpeedupVsOnnxruntime(_Speedup):
+    """Inference only: onnxruntime runs one standard ONNX node of the same weights."""
+
+    peer = "onnxruntime"
+    params = (CELLS, ["forward"], SHAPES)
+    param_names = ["cell", "mode", "shape"]
+
+    def track_speedup_vs_onnxruntime(self, cell, mode, shape):
+        return self.speedup()
+
+    track_speedup_vs_onnxruntime.unit = "speed-up"
+
+
 class StreamSpeedupVsTorch(_Speedup):
     peer = "torch"
     params = (CELLS, ["stream"])
@@ -170,6 +184,17 @@ class StreamSpeedupVsJax(_Speedup):
         return self.speedup()
 
     track_speedup_vs_jax.unit = "speed-up"
+
+
+class StreamSpeedupVsOnnxruntime(_Speedup):
+    peer = "onnxruntime"
+    params = (CELLS, ["stream"])
+    param_names = ["cell", "mode"]
+
+    def track_speedup_vs_onnxruntime(self, cell, mode):
+        return self.speedup()
+
+    track_speedup_vs_onnxruntime.unit = "speed-up"
 
 
 FIRST_STEP_CODE = """

@@ -52,7 +52,7 @@ def main(argv=None):
             print(f"threads {threads}: numpy fp32 GEMM {gemm:.0f} GFLOP/s", flush=True)
             for cell in args.cells.split(","):
                 for name in args.shapes.split(","):
-                    shape = bench.GRID[name]
+                    shape = bench.NAMED_SHAPES[name]
                     for mode in args.modes.split(","):
                         workloads = {}
                         for framework in frameworks:

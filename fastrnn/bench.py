@@ -1,4 +1,5 @@
-"""`fastrnn bench`: fastrnn side by side with torch and JAX on the benchmark grid.
+"""`fastrnn bench`: fastrnn side by side with torch, JAX and onnxruntime on the
+benchmark grid and off it.
 
 Every framework runs the same work on the same float32 N(0, 1) inputs with the same
 number of threads, measured alternating in one process; the table shows medians.
@@ -8,9 +9,12 @@ number of threads, measured alternating in one process; the table shows medians.
 - forward: inference only (torch under no_grad).
 - stream:  one call per time step (T=1, B=1, H=I=128), carrying the state between calls.
 
-The peers are optional: torch and JAX are imported inside functions only, and a peer
-that is not installed is reported as such. The asv suite (benchmarks/) builds its
-workloads and counts its FLOPs with the functions here.
+onnxruntime (inference only: forward and stream) runs one standard ONNX
+RNN/LSTM/GRU node holding fastrnn's weights, on its CPU execution provider with
+intra-op threads = the thread count. The peers are optional: they are imported
+inside functions only, and a peer that is not installed is reported as such. The
+asv suite (benchmarks/) builds its workloads and counts its FLOPs with the
+functions here.
 """
 
 import contextlib
@@ -30,7 +34,9 @@ from .layers import layer_for_cell
 
 CELLS = ("rnn", "lstm", "gru")  # the cells timed against torch's and JAX's counterparts
 MODES = ("train", "forward", "stream")
-PEERS = ("torch", "jax")
+PEERS = ("torch", "jax", "onnxruntime")
+INFERENCE_ONLY_PEERS = ("onnxruntime",)
+PEER_LABELS = {"torch": "torch", "jax": "jax", "onnxruntime": "ort"}  # table columns
 FRAMEWORKS = ("fastrnn",) + PEERS
 MAX_NORM = 5.0
 STREAM_HIDDEN = 128
@@ -63,11 +69,21 @@ GRID = {shape.name: shape for shape in (
     Shape("large", 100, 64, 512, 512),
     Shape("wide", 25, 16, 1024, 1024),
 )}
+# Off the grid: a batch of 128 and of 256, hidden sizes that are not multiples of 32,
+# input sizes other than the hidden size, B = 1 with H >= 256, and T = 1000.
+OFF_GRID = {shape.name: shape for shape in (
+    Shape("b128", 50, 128, 300, 300),
+    Shape("h200", 50, 32, 100, 200),
+    Shape("b1h300", 100, 1, 128, 300),
+    Shape("long", 1000, 8, 32, 64),
+    Shape("b256", 25, 256, 40, 72),
+)}
+NAMED_SHAPES = {**GRID, **OFF_GRID}
 STREAM_SHAPE = Shape("stream", 1, 1, STREAM_HIDDEN, STREAM_HIDDEN)
 
 
 class PeerNotInstalled(Exception):
-    """A comparison framework (torch, JAX) cannot be imported."""
+    """A comparison framework (torch, JAX, onnxruntime) cannot be imported."""
 
 
 @functools.cache
@@ -161,10 +177,13 @@ def make_workload(framework, cell, mode, shape, seed=0):
     Raises PeerNotInstalled when the framework cannot be imported. The callable is
     not yet warmed up (for JAX it is compiled already).
     """
-    builders = {"fastrnn": _fastrnn_workload, "torch": _torch_workload, "jax": _jax_workload}
+    builders = {"fastrnn": _fastrnn_workload, "torch": _torch_workload, "jax": _jax_workload,
+                "onnxruntime": _onnxruntime_workload}
     one_of(framework, FRAMEWORKS, "framework")
     one_of(cell, CELLS, "cell")
     one_of(mode, MODES, "mode")
+    if framework in INFERENCE_ONLY_PEERS and mode == "train":
+        raise ValueError(f"{framework} runs inference only, not mode 'train'")
     if mode == "stream":
         shape = STREAM_SHAPE
     return builders[framework](cell, mode, shape, make_inputs(shape, seed), seed)
@@ -334,10 +353,96 @@ def _jax_workload(cell, mode, shape, x, seed):
     return stream_step
 
 
+def import_onnxruntime():
+    """(onnxruntime, onnx): onnx builds the model that onnxruntime runs."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as error:
+        raise PeerNotInstalled("onnxruntime") from error
+    return onnxruntime, onnx
+
+
+# ONNX's node for each cell, and the order of torch's gate blocks in ONNX's layout
+# (LSTM: torch i, f, g, o -> ONNX i, o, f, c; GRU: torch r, z, n -> ONNX z, r, h,
+# with linear_before_reset=1 for torch's variant).
+_ONNX_NODES = {"rnn": ("RNN", (0,), {}), "lstm": ("LSTM", (0, 3, 1, 2), {}),
+               "gru": ("GRU", (1, 0, 2), {"linear_before_reset": 1})}
+
+
+def onnx_model(layer, cell, n_steps, batch):
+    """An ONNX model of one node holding a 1-layer, 1-direction layer's weights:
+    inputs X (T, B, I), initial_h (1, B, H) [, initial_c]; outputs Y (T, 1, B, H),
+    Y_h [, Y_c]."""
+    _, onnx = import_onnxruntime()
+    from onnx import TensorProto, helper, numpy_helper
+
+    op_type, order, attributes = _ONNX_NODES[cell]
+
+    def reordered(array):
+        blocks = np.split(array, len(order))
+        return np.concatenate([blocks[k] for k in order])
+
+    p = layer.params
+    initializers = {
+        "W": reordered(p["weight_ih_l0"])[None], "R": reordered(p["weight_hh_l0"])[None],
+        "B": np.concatenate([reordered(p["bias_ih_l0"]), reordered(p["bias_hh_l0"])])[None]}
+    states = ["h", "c"] if layer.has_cell_state else ["h"]
+    hidden, features = layer.hidden_size, layer.input_size
+    node = helper.make_node(op_type, ["X", "W", "R", "B", ""] + [f"initial_{s}" for s in states],
+                            ["Y"] + [f"Y_{s}" for s in states], hidden_size=hidden,
+                            **attributes)
+    element = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [node], op_type.lower(),
+        [helper.make_tensor_value_info("X", element, [n_steps, batch, features])]
+        + [helper.make_tensor_value_info(f"initial_{s}", element, [1, batch, hidden])
+           for s in states],
+        [helper.make_tensor_value_info("Y", element, [n_steps, 1, batch, hidden])]
+        + [helper.make_tensor_value_info(f"Y_{s}", element, [1, batch, hidden])
+           for s in states],
+        initializer=[numpy_helper.from_array(np.ascontiguousarray(value, np.float32), name)
+                     for name, value in initializers.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+def onnxruntime_session(layer, cell, n_steps, batch, threads):
+    """An onnxruntime session (CPU execution provider) running onnx_model."""
+    ort, _ = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(onnx_model(layer, cell, n_steps, batch).SerializeToString(),
+                                options, providers=["CPUExecutionProvider"])
+
+
+def _onnxruntime_workload(cell, mode, shape, x, seed):
+    import fastrnn
+
+    # The weights of the fastrnn workload of the same seed.
+    layer = layer_for_cell(cell, shape.I, shape.H, dtype=np.float32, seed=seed)
+    session = onnxruntime_session(layer, cell, shape.T, shape.B, fastrnn.get_num_threads())
+    states = ["h", "c"] if layer.has_cell_state else ["h"]
+    zeros = np.zeros((1, shape.B, shape.H), dtype=np.float32)
+    feeds = {"X": x, **{f"initial_{s}": zeros for s in states}}
+    outputs = ["Y"] + [f"Y_{s}" for s in states]
+    if mode == "forward":
+        return lambda: session.run(outputs, feeds)
+
+    def stream_step():
+        _, *carried = session.run(outputs, feeds)
+        feeds.update({f"initial_{s}": value for s, value in zip(states, carried)})
+    return stream_step
+
+
+_IMPORTERS = {"torch": import_torch, "jax": import_jax, "onnxruntime": import_onnxruntime}
+
+
 def peer_installed(peer):
     """Whether a comparison framework can be imported."""
     try:
-        import_torch() if peer == "torch" else import_jax()
+        _IMPORTERS[one_of(peer, PEERS, "peer")]()
     except PeerNotInstalled:
         return False
     return True
@@ -368,16 +473,16 @@ def set_threads(threads):
 
 # --------------------------------------------------------------------------- command
 def parse_shape(text):
-    """A grid name (tiny, ..., wide) or T,B,I,H."""
-    if text in GRID:
-        return GRID[text]
+    """A shape name (the grid's tiny .. wide, or off the grid's) or T,B,I,H."""
+    if text in NAMED_SHAPES:
+        return NAMED_SHAPES[text]
     try:
         sizes = [int(part) for part in text.split(",")]
     except ValueError:
         sizes = []
     if len(sizes) != 4 or min(sizes) < 1:
-        raise ValueError(f"--shape must be a grid name ({', '.join(GRID)}) or four "
-                         f"positive integers T,B,I,H, got {text!r}")
+        raise ValueError(f"--shape must be a shape name ({', '.join(NAMED_SHAPES)}) or "
+                         f"four positive integers T,B,I,H, got {text!r}")
     return Shape("", *sizes)
 
 
@@ -394,8 +499,10 @@ def add_arguments(parser):
     """Options of `fastrnn bench` (added to an argparse parser)."""
     parser.add_argument(
         "--shape", action="append", metavar="T,B,I,H",
-        help="a shape to measure: T,B,I,H or a grid name (repeatable; default: the "
-             f"whole grid {', '.join(GRID)})")
+        help="a shape to measure: T,B,I,H or a name (repeatable; default: the whole "
+             f"grid {', '.join(GRID)}); off the grid: {', '.join(OFF_GRID)}")
+    parser.add_argument("--off-grid", action="store_true",
+                        help="measure the off-grid shapes after the grid (or the --shape's)")
     parser.add_argument("--cells", default=",".join(CELLS),
                         help="comma-separated cells (default: %(default)s)")
     parser.add_argument("--mode", choices=MODES + ("all",), default="all",
@@ -415,6 +522,8 @@ def run(args):
 
     cells = parse_cells(args.cells)
     shapes = [parse_shape(text) for text in args.shape] if args.shape else list(GRID.values())
+    if args.off_grid:
+        shapes += [shape for shape in OFF_GRID.values() if shape not in shapes]
     modes = MODES if args.mode == "all" else (args.mode,)
     int_in_range(args.repeats, "--repeats", 1)
     threads = fastrnn.get_num_threads() if args.threads is None else args.threads
@@ -436,7 +545,8 @@ def run(args):
                     row = _measure_row(cell, mode, shape, installed, args.repeats, peak)
                     print(_format_row(row), flush=True)
         print("\nms: median per call; vs PEER: PEER ms / fastrnn ms (above 1: fastrnn is "
-              "faster); %peak: fastrnn GFLOP/s as a share of the GEMM peak.")
+              "faster); ort: onnxruntime (inference only); %peak: fastrnn GFLOP/s as a "
+              "share of the GEMM peak.")
     finally:
         restore_threads()
     return 0
@@ -446,11 +556,11 @@ def _installed_peers(threads):
     installed = {}
     for peer in PEERS:
         try:
-            module = import_torch() if peer == "torch" else import_jax(threads)
+            module = import_jax(threads) if peer == "jax" else _IMPORTERS[peer]()
         except PeerNotInstalled:
             installed[peer] = None
         else:
-            installed[peer] = module.__version__
+            installed[peer] = (module[0] if isinstance(module, tuple) else module).__version__
     return installed
 
 
@@ -469,27 +579,27 @@ def _header(threads, installed):
 def _measure_row(cell, mode, shape, installed, repeats, peak):
     workloads = {"fastrnn": make_workload("fastrnn", cell, mode, shape)}
     for peer, version in installed.items():
-        if version is not None:
+        if version is not None and not (peer in INFERENCE_ONLY_PEERS and mode == "train"):
             workloads[peer] = make_workload(peer, cell, mode, shape)
     ms = median_ms(workloads, repeats)
     gflops = flop_count(cell, shape, mode) / (ms["fastrnn"] * 1e-3) / 1e9
     row = {"cell": cell, "mode": mode, "shape": str(shape), "fastrnn ms": f"{ms['fastrnn']:.3f}"}
-    for peer in PEERS:
+    for peer, label in PEER_LABELS.items():
         if peer in ms:
-            row[f"{peer} ms"] = f"{ms[peer]:.3f}"
-            row[f"vs {peer}"] = f"{ms[peer] / ms['fastrnn']:.2f}x"
+            row[f"{label} ms"] = f"{ms[peer]:.3f}"
+            row[f"vs {label}"] = f"{ms[peer] / ms['fastrnn']:.2f}x"
         else:
-            row[f"{peer} ms"] = "not installed"
-            row[f"vs {peer}"] = "-"
+            row[f"{label} ms"] = "-" if installed.get(peer) else "not installed"
+            row[f"vs {label}"] = "-"
     row["GFLOP/s"] = f"{gflops:.1f}"
     row["%peak"] = f"{100 * gflops / peak:.0f}%"
     return row
 
 
 # Column name -> width; the first three are left-aligned, the numbers right-aligned.
-COLUMN_WIDTHS = {"cell": 4, "mode": 7, "shape": 22, "fastrnn ms": 10,
+COLUMN_WIDTHS = {"cell": 4, "mode": 7, "shape": 23, "fastrnn ms": 10,
                  "torch ms": 13, "vs torch": 8, "jax ms": 13, "vs jax": 8,
-                 "GFLOP/s": 7, "%peak": 5}
+                 "ort ms": 13, "vs ort": 8, "GFLOP/s": 7, "%peak": 5}
 LEFT_ALIGNED = ("cell", "mode", "shape")
 
 

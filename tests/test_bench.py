@@ -42,7 +42,7 @@ def fast_gemm_peak(monkeypatch):
 
 @pytest.fixture
 def no_peers(monkeypatch):
-    """Make `import torch` and `import jax` fail, as when they are not installed."""
+    """Make the peers' imports fail, as when they are not installed."""
     for name in bench.PEERS:
         monkeypatch.setitem(sys.modules, name, None)
 
@@ -77,7 +77,8 @@ def test_run_prints_a_table_with_a_fastrnn_column(capsys, fast_gemm_peak):
     assert run_bench(TINY_ARGS) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("cell"))
-    for column in ("fastrnn ms", "torch ms", "vs torch", "jax ms", "GFLOP/s", "%peak"):
+    for column in ("fastrnn ms", "torch ms", "vs torch", "jax ms", "ort ms", "vs ort", "GFLOP/s",
+                   "%peak"):
         assert column in header
     row = next(line for line in out.splitlines() if "3,2,4,5" in line)
     assert row.split()[:2] == ["rnn", "forward"]
@@ -85,13 +86,13 @@ def test_run_prints_a_table_with_a_fastrnn_column(capsys, fast_gemm_peak):
 
 
 def test_run_reports_missing_peers_and_still_measures_fastrnn(capsys, fast_gemm_peak, no_peers):
-    assert not bench.peer_installed("torch")
-    assert not bench.peer_installed("jax")
+    for peer in bench.PEERS:
+        assert not bench.peer_installed(peer)
     assert run_bench(TINY_ARGS + ["--mode", "stream"]) == 0
     out = capsys.readouterr().out
-    assert "torch not installed" in out and "jax not installed" in out
+    assert all(f"{peer} not installed" in out for peer in bench.PEERS)
     row = next(line for line in out.splitlines() if line.startswith("rnn"))
-    assert row.count("not installed") == 2
+    assert row.count("not installed") == len(bench.PEERS)
     fastrnn_ms = float(row.split()[4])   # cell, mode, "stream", "(1,1,128,128)", ms
     assert fastrnn_ms > 0
 
@@ -198,6 +199,39 @@ def test_jax_peer_computes_the_same_layer_as_fastrnn(cell):
                           (zeros, zeros) if cell == "lstm" else zeros,
                           jax.numpy.asarray(x, dtype=jax.numpy.float32))
     np.testing.assert_allclose(np.asarray(out), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", bench.CELLS)
+def test_onnxruntime_peer_computes_the_same_layer_as_fastrnn(cell):
+    """The onnxruntime workload's node holds the fastrnn workload's weights in
+    ONNX's gate order: the same outputs and final state."""
+    pytest.importorskip("onnxruntime")
+    shape = bench.Shape("", 5, 2, 3, 4)
+    layer = fastrnn.layers.layer_for_cell(cell, shape.I, shape.H, dtype=np.float32, seed=3)
+    session = bench.onnxruntime_session(layer, cell, shape.T, shape.B, threads=1)
+    x = bench.make_inputs(shape, seed=1)
+    h0 = np.random.default_rng(2).standard_normal((1, shape.B, shape.H)).astype(np.float32)
+    states = [h0, 0.5 * h0] if layer.has_cell_state else [h0]
+    feeds = {"X": x, **{f"initial_{s}": v for s, v in zip("hc", states)}}
+    y, *final = session.run(None, feeds)
+    out, h_n, c_n = layer.forward_states(x, *states)
+    np.testing.assert_allclose(y[:, 0], out, atol=2e-6)
+    np.testing.assert_allclose(final[0], h_n, atol=2e-6)
+    if layer.has_cell_state:
+        np.testing.assert_allclose(final[1], c_n, atol=2e-6)
+
+
+def test_onnxruntime_runs_inference_rows_only(fast_gemm_peak, capsys):
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(ValueError, match="inference only"):
+        bench.make_workload("onnxruntime", "rnn", "train", bench.GRID["tiny"])
+    run_bench(["--shape", "3,2,4,5", "--cells", "gru", "--repeats", "1", "--threads", "1"])
+    rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("gru ")}
+    assert set(rows) == {"train", "forward", "stream"}
+    assert rows["train"].split()[-4:-2] == ["-", "-"]  # the ort columns
+    for mode in ("forward", "stream"):
+        assert rows[mode].split()[-3].endswith("x"), rows[mode]
 
 
 def test_each_sample_follows_a_settling_run_of_the_same_workload(monkeypatch):
