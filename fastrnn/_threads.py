@@ -168,11 +168,9 @@ def forced_plan(threads=1, blocked=False, blas_threads=1):
     `blas_threads` threads when the batch is not split. For tests, which must
     reach every path the kernels can take on any machine. Not nestable."""
     global _forced_plan
-    limit = _max_threads()
-    for name, value in (("threads", threads), ("blas_threads", blas_threads)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
-            raise ValueError(f"{name} must be an integer between 1 and {limit} "
-                             f"(NUMBA_NUM_THREADS), got {value!r}")
+    threads = int_in_range(threads, "threads", 1, _max_threads(), " (NUMBA_NUM_THREADS)")
+    blas_threads = int_in_range(blas_threads, "blas_threads", 1, _max_threads(),
+                                " (NUMBA_NUM_THREADS)")
     if threads > 1 and blas_threads != 1:
         raise ValueError("blas_threads must be 1 when the batch is split (threads > 1)")
     with _forcing_lock:

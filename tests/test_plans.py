@@ -279,8 +279,9 @@ def test_every_plan_matches_the_reference_under_no_grad(cell, plan_name, lengths
 
 def test_forced_plan_checks_its_arguments_and_does_not_nest():
     limit = numba.config.NUMBA_NUM_THREADS
-    for bad in (0, limit + 1, 1.5, True):
-        with pytest.raises(ValueError, match="threads must be an integer between 1 and"):
+    for bad, error in ((0, ValueError), (limit + 1, ValueError), (1.5, TypeError),
+                       (True, TypeError)):
+        with pytest.raises(error, match="threads must be an integer between 1 and"):
             with _threads.forced_plan(threads=bad):
                 pass
     with pytest.raises(ValueError, match="blas_threads must be 1"):
