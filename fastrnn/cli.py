@@ -32,8 +32,10 @@ def _gradcheck(args):
     return 0 if report.ok else 1
 
 
-def _train_model(args, text, log=print):
-    """Build (or resume) a character model and train it with truncated BPTT."""
+def _train_model(args, text, log=print, parallel=None):
+    """Build (or resume) a character model and train it with truncated BPTT; returns
+    the model, or with `parallel` (model -> a fastrnn.distributed.DataParallel) the
+    DataParallel that trained it."""
     from . import optim
     from .model import SequenceModel, load
 
@@ -47,6 +49,13 @@ def _train_model(args, text, log=print):
             text, cell=args.cell, hidden_size=args.hidden_size, num_layers=args.layers,
             dropout=args.dropout if args.layers > 1 else 0.0,
             optimizer=optim.Adam(lr=args.lr), max_norm=args.max_norm, seed=args.seed)
+    trainer = model
+    if parallel is not None:
+        from ._threads import get_num_threads
+
+        trainer = parallel(model)
+        log(f"data-parallel on {trainer.size} MPI ranks, {get_num_threads()} kernel "
+            "thread(s) each")
     config = model.config  # a resumed model's, not the command line's
     log(f"corpus: {len(text):,} characters, vocabulary {len(model.vocab)}; "
         f"model: {config['cell']} H={config['hidden_size']} x{config['num_layers']}, "
@@ -64,9 +73,9 @@ def _train_model(args, text, log=print):
                 log("  sample: " + repr(model.generate(args.prime, 120, temperature=0.8,
                                                        seed=step)))
 
-    model.fit(text, window=args.window, batch_size=args.batch_size,
-              steps=args.steps, time_budget=args.seconds, progress=False, callback=report)
-    return model
+    trainer.fit(text, window=args.window, batch_size=args.batch_size,
+                steps=args.steps, time_budget=args.seconds, progress=False, callback=report)
+    return trainer
 
 
 def _add_training_options(command, steps, seconds, hidden_size):
@@ -110,10 +119,27 @@ def _train(args):
 
     text = read_text(args.text)
     args.sample_every_report = False
-    model = _train_model(args, text)
-    model.save(args.out)
-    print(f"saved checkpoint to {args.out}")
+    if not args.mpi:
+        model = _train_model(args, text)
+        model.save(args.out)
+        print(f"saved checkpoint to {args.out}")
+        return 0
+    try:
+        from . import distributed
+    except ImportError as error:
+        print(f"fastrnn train: error: --mpi: {error}", file=sys.stderr)
+        return 2
+    # Every rank trains; rank 0 alone reports and writes the checkpoint.
+    log = print if distributed.MPI.COMM_WORLD.Get_rank() == 0 else _silent
+    trainer = _train_model(args, text, log, parallel=lambda model: distributed.DataParallel(
+        model, timeout=args.mpi_timeout))
+    trainer.save(args.out)
+    log(f"saved checkpoint to {args.out}")
     return 0
+
+
+def _silent(*_):
+    pass
 
 
 def _sample(args):
@@ -229,6 +255,13 @@ def _parser():
     train.add_argument("--text", required=True, help="UTF-8 text file to learn from")
     train.add_argument("--out", required=True, help="checkpoint file to write")
     train.add_argument("--resume", help="continue training this checkpoint")
+    train.add_argument("--mpi", action="store_true",
+                       help="data-parallel over MPI ranks: run as `mpiexec -n N fastrnn train "
+                            "... --mpi`; each rank trains on its share of every batch "
+                            "(needs pip install fastrnn[mpi])")
+    train.add_argument("--mpi-timeout", type=float, default=120.0, metavar="SECONDS",
+                       help="with --mpi: abort the job when a rank waits this long for "
+                            "another (a dead or hung rank; default: 120)")
     _add_training_options(train, steps=1000, seconds=None, hidden_size=128)
     train.set_defaults(run=_train)
 

@@ -286,6 +286,17 @@ class SequenceModel:
         `state` is an optional initial state (as the layer takes it); the final state
         is kept in `self.last_state` for truncated BPTT.
         """
+        loss = self.compute_gradients(x, y, lengths=lengths, state=state)
+        self.apply_gradients(loss)
+        return loss
+
+    def compute_gradients(self, x, y, lengths=None, state=None):
+        """The first half of train_step: forward, loss and BPTT, leaving this batch's
+        gradients of the loss in `flat_grads` (unclipped) and the final state in
+        `last_state`; the weights are not touched. Returns the loss.
+
+        With apply_gradients, for callers that combine the gradients of several
+        batches first (fastrnn.distributed sums them over MPI ranks)."""
         x, unbatched = self._inputs(x, lengths)
         n_steps, batch = x.shape[:2]
         targets = self._targets(y, n_steps, batch, unbatched)
@@ -306,6 +317,13 @@ class SequenceModel:
         else:
             self.rnn.backward_states(d_features.reshape(n_steps, batch, -1))
         self.last_state = final
+        return float(loss)
+
+    def apply_gradients(self, loss):
+        """The second half of train_step: clip `flat_grads` as configured and let the
+        optimizer update the weights, unless `loss` or the gradients are not finite
+        (then the step is skipped and counted in `skipped_steps`). Sets `grad_norm`
+        (the pre-clip norm); returns whether the weights were updated."""
         finite = math.isfinite(loss)
         if self.config["clip_value"] is not None:
             # Value clipping would turn an inf gradient finite: look before clipping.
@@ -318,9 +336,9 @@ class SequenceModel:
         self.grad_norm = float(norm)
         if not (finite and math.isfinite(norm)):
             self.skipped_steps += 1  # a non-finite step never reaches the weights
-            return float(loss)
+            return False
         self.optimizer.step(self._flat_params, self._flat_grads)
-        return float(loss)
+        return True
 
     def fit(self, data, *, window=64, batch_size=16, epochs=None, steps=None, time_budget=None,
             validation=None, progress=True, callback=None):

@@ -132,6 +132,26 @@ MUTANTS = (
            (f"{REFERENCE}[gru_reset_before-L1-uni-full-clipNone]",
             "tests/test_single_step.py::test_gradients_match_finite_differences"
             "[gru_reset_before]")),
+    # ---------------------------------------------------------------- scale-out
+    Mutant("mpi-no-allreduce", "fastrnn/distributed.py",
+           'self._allreduce_buffer("the Allreduce of a training step\'s gradients")', "pass",
+           "data-parallel step without the Allreduce: each rank trains on its shard alone",
+           ("tests/test_distributed.py::test_ranks_stay_identical_and_match_one_process",)),
+    Mutant("mpi-equal-weights", "fastrnn/distributed.py",
+           "np.multiply(model.flat_grads, count, out=buffer[:n])",
+           "np.multiply(model.flat_grads, 1, out=buffer[:n])",
+           "every rank's gradient weighted alike, whatever its share of the loss terms",
+           ("tests/test_distributed.py::test_ranks_stay_identical_and_match_one_process",)),
+    Mutant("mpi-every-rank-writes", "fastrnn/distributed.py",
+           "if self.rank == 0:", "if True:",
+           "every rank writes the checkpoint, not rank 0 alone",
+           ("tests/test_distributed.py::"
+            "test_rank_0_alone_writes_the_checkpoint_and_one_rank_resumes_it",)),
+    Mutant("dask-model-per-chunk", "fastrnn/dask.py",
+           "entry = _cache.get(model_id)", "entry = None",
+           "each chunk builds the model again instead of the worker's cached one",
+           ("tests/test_dask.py::"
+            "test_predictions_equal_local_ones_and_each_worker_builds_the_model_once",)),
     # ---------------------------------------------------------------- the engine
     Mutant("clip-hidden-dropped", "fastrnn/_kernels/engine.py",
            "d_total[row, j] = clamp(dh[row, j] + d_out[t, b, j], bound)",
