@@ -38,7 +38,6 @@ import collections
 import hashlib
 import json
 import os
-import tempfile
 import threading
 
 import numpy as np
@@ -74,7 +73,8 @@ def predict(model, x, lengths=None):
     if isinstance(model, (str, os.PathLike)):
         with open(model, "rb") as file:
             checkpoint = file.read()
-        model = _model_from(checkpoint)  # here for its configuration; workers build their own
+        # Built here for its configuration; the workers build their own.
+        model = SequenceModel.from_bytes(checkpoint)
     elif not isinstance(model, SequenceModel):
         raise TypeError(f"model must be a fastrnn.SequenceModel or a checkpoint path, got "
                         f"{type(model).__name__}")
@@ -100,7 +100,7 @@ def predict(model, x, lengths=None):
         else:
             lengths = da.from_array(lengths_array(lengths, batch, n_steps), chunks=(x.chunks[1],))
     if checkpoint is None:
-        checkpoint = _checkpoint_of(model)
+        checkpoint = model.to_bytes()
     model_id = _identity(model)
     x_index = "tb" if token_ids else "tbi"
     out_index = "tbo" if config["output"] == "sequence" else "bo"
@@ -150,7 +150,8 @@ def _cached_model(model_id, checkpoint):
     with _cache_lock:  # held while loading: the worker's other threads wait, not load too
         entry = _cache.get(model_id)
         if entry is None:
-            entry = _cache[model_id] = (_model_from(checkpoint), threading.Lock())
+            entry = _cache[model_id] = (SequenceModel.from_bytes(checkpoint),
+                                        threading.Lock())
             _loads[model_id] += 1
             if len(_cache) > CACHED_MODELS:
                 _cache.popitem(last=False)
@@ -167,18 +168,3 @@ def _identity(model):
     return digest.hexdigest()
 
 
-def _checkpoint_of(model):
-    """The model's checkpoint file (SequenceModel.save) as bytes."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "model.fastrnn")
-        model.save(path)
-        with open(path, "rb") as file:
-            return file.read()
-
-
-def _model_from(checkpoint):
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "model.fastrnn")
-        with open(path, "wb") as file:
-            file.write(checkpoint)
-        return SequenceModel.load(path)

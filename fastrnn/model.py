@@ -8,6 +8,8 @@ call them."""
 import contextlib
 import math
 import numbers
+import os
+import tempfile
 
 import numpy as np
 
@@ -428,6 +430,24 @@ class SequenceModel:
         if meta.get("dropout_rng") is not None:
             model.rnn.dropout_state = meta["dropout_rng"]
         return model
+
+    def to_bytes(self):
+        """The checkpoint `save` writes, as bytes: for pickling a model and for
+        sending it to other processes."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "model.fastrnn")
+            self.save(path)
+            with open(path, "rb") as file:
+                return file.read()
+
+    @classmethod
+    def from_bytes(cls, data):
+        """The model `to_bytes` gave, checked as `load` checks a file."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "model.fastrnn")
+            with open(path, "wb") as file:
+                file.write(data)
+            return cls.load(path)
 
     def __repr__(self):
         c = self.config

@@ -23,8 +23,6 @@ scikit-learn is an optional dependency: `pip install scikit-learn`.
 """
 
 import numbers
-import os
-import tempfile
 
 import numpy as np
 
@@ -170,21 +168,6 @@ def _require_targets(y, estimator):
                          "target y is None")
 
 
-def _model_bytes(model):
-    """The model in fastrnn's checkpoint format (weights, optimizer state, config)."""
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "model.fastrnn")
-        model.save(path)
-        with open(path, "rb") as file:
-            return file.read()
-
-
-def _model_from_bytes(data):
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "model.fastrnn")
-        with open(path, "wb") as file:
-            file.write(data)
-        return SequenceModel.load(path)
 
 
 class _SequenceEstimator(BaseEstimator):
@@ -304,12 +287,12 @@ class _SequenceEstimator(BaseEstimator):
         # A copy: object.__getstate__ returns the live __dict__.
         state = dict(super().__getstate__())
         if "model_" in state:  # SequenceModel holds unpicklable views; its checkpoint is not
-            state["model_"] = _model_bytes(state["model_"])
+            state["model_"] = state["model_"].to_bytes()
         return state
 
     def __setstate__(self, state):
         if "model_" in state:
-            state = dict(state, model_=_model_from_bytes(state["model_"]))
+            state = dict(state, model_=SequenceModel.from_bytes(state["model_"]))
         super().__setstate__(state)
 
 

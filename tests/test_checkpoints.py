@@ -357,3 +357,20 @@ def test_a_failed_load_state_dict_leaves_the_model_unchanged(case):
     assert list(after) == list(before)
     for name, value in before.items():
         np.testing.assert_array_equal(after[name], value, err_msg=name)
+
+
+def test_to_bytes_and_from_bytes_round_trip_and_check_the_bytes():
+    """to_bytes is the checkpoint save writes; from_bytes checks it as load does."""
+    model = fastrnn.SequenceModel(cell="gru", input_size=3, hidden_size=4, output_size=2,
+                                  seed=0, optimizer=fastrnn.optim.Adam())
+    x = np.random.default_rng(0).standard_normal((5, 2, 3))
+    model.train_step(x, np.zeros((5, 2), dtype=np.int64))
+    data = model.to_bytes()
+    restored = fastrnn.SequenceModel.from_bytes(data)
+    np.testing.assert_array_equal(restored.flat_params, model.flat_params)
+    np.testing.assert_array_equal(restored.predict(x), model.predict(x))
+    assert restored.optimizer.state_dict()["step"] == model.optimizer.state_dict()["step"]
+    corrupted = bytearray(data)
+    corrupted[len(corrupted) // 2] ^= 0xFF
+    with pytest.raises(CheckpointError):
+        fastrnn.SequenceModel.from_bytes(bytes(corrupted))
