@@ -141,26 +141,59 @@ def _seconds(function, number=1):
     return (time.perf_counter() - start) / number
 
 
+# glibc's malloc serves a block above its mmap threshold (128 KiB in a new process)
+# with fresh pages from the OS and gives freed memory at the top of its heap back past
+# its trim threshold, so a process that has only run fastrnn faults its multi-MB
+# temporaries back in on every call (the LSTM mid training step: about 2,250 page
+# faults a call, 1.5-2x its time). Freeing one large block raises both thresholds to
+# its size, up to 32 MiB: a process that has freed any large array runs in that state,
+# and `fastrnn bench` used to reach it part way (its 4 MiB GEMM peak first, its peers'
+# tensors later). `calibrate` puts the process there before timing anything, at the
+# largest size, so that bench and the asv suite time every row in the same state.
+WARM_ALLOCATOR_BYTES = 32 * 2**20 - 2**16
+
+
+def warm_allocator():
+    """Allocate and free (untouched) one block of WARM_ALLOCATOR_BYTES: see above."""
+    np.empty(WARM_ALLOCATOR_BYTES, dtype=np.uint8)
+
+
+def calibrate(workload):
+    """(number, settle) for a workload: calls per timed sample, so that a sample lasts
+    at least MIN_SAMPLE_SECONDS, and untimed calls per settling run (SETTLE_SECONDS).
+
+    Warms the allocator (`warm_allocator`), calls the workload once (warm-up), then
+    twice to time it.
+    """
+    warm_allocator()
+    workload()
+    one_call = max(_seconds(workload, 2), 1e-9)
+    return max(1, int(MIN_SAMPLE_SECONDS / one_call)), max(1, int(SETTLE_SECONDS / one_call))
+
+
+def sample_seconds(workload, number, settle):
+    """One timed sample: `settle` untimed calls, then seconds per call over `number` calls.
+
+    `fastrnn bench` (median_ms) and the asv suite (benchmarks/bench_layers.py) both
+    take their samples with this function, with numbers from `calibrate`.
+    """
+    _seconds(workload, settle)
+    return _seconds(workload, number)
+
+
 def median_ms(workloads, repeats):
     """Median milliseconds per call of each workload {name: callable}.
 
-    Each workload is warmed up and calibrated first (so one sample lasts at least
-    MIN_SAMPLE_SECONDS); then the samples alternate between the workloads, so slow
-    drifts of the machine hit all of them alike. Each sample follows an untimed
-    settling run of the same workload (SETTLE_SECONDS).
+    Each workload is warmed up and calibrated first (`calibrate`); then the samples
+    alternate between the workloads, so slow drifts of the machine hit all of them
+    alike. Each sample follows an untimed settling run of the same workload
+    (`sample_seconds`).
     """
-    numbers = {}
-    settles = {}
-    for name, workload in workloads.items():
-        workload()
-        one_call = max(_seconds(workload, 2), 1e-9)
-        numbers[name] = max(1, int(MIN_SAMPLE_SECONDS / one_call))
-        settles[name] = max(1, int(SETTLE_SECONDS / one_call))
+    calibration = {name: calibrate(workload) for name, workload in workloads.items()}
     samples = {name: [] for name in workloads}
     for _ in range(repeats):
         for name, workload in workloads.items():
-            _seconds(workload, settles[name])
-            samples[name].append(_seconds(workload, numbers[name]))
+            samples[name].append(sample_seconds(workload, *calibration[name]))
     return {name: 1e3 * statistics.median(values) for name, values in samples.items()}
 
 
