@@ -213,6 +213,29 @@ class StreamStep(_Timed):
         self.sample()
 
 
+# ---------------------------------------------------------------- cell options
+# A cell option that makes a cell of its own (fastrnn.layers.CELL_NAMES): the classic
+# GRU, GRU(reset_after=False). On the grid up to big: it has no torch or JAX peer.
+CLASSIC_GRU = "gru_reset_before"
+CELL_OPTION_SHAPES = GRID_SHAPES[:4]
+
+
+class ClassicGRU(_Timed):
+    """GRU(reset_after=False)'s training step and forward, as TrainStep and Forward
+    time the other cells (bench.make_workload); skipped on commits without it."""
+
+    params = (SEQUENCE_MODES, CELL_OPTION_SHAPES)
+    param_names = ["mode", "shape"]
+
+    def setup(self, mode, shape):
+        if CLASSIC_GRU not in fastrnn.layers.CELL_NAMES:
+            raise NotImplementedError(f"this commit has no cell {CLASSIC_GRU!r}")
+        self.calibrated = calibrated_workload(bench_workload, "fastrnn", CLASSIC_GRU, mode, shape)
+
+    def time_classic_gru(self, mode, shape):
+        self.sample()
+
+
 # ------------------------------------------------------------ single-step cells
 CELL_STEP_SIZE = 128   # I = H = 128, B = 1, as bench's streaming step
 CELL_STEP_MODES = ["inference", "train"]

@@ -20,6 +20,7 @@ import types
 import numpy as np
 import pytest
 
+import fastrnn
 from fastrnn import bench
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -367,3 +368,27 @@ def test_asv_conf_builds_commits_in_a_virtualenv_with_the_cpu_torch():
     for key in ("env_dir", "results_dir", "html_dir"):
         assert conf[key].startswith(".asv/")   # .gitignore'd
     assert any("{wheel_file}" in command for command in conf["install_command"])
+
+
+# ------------------------------------------------------------------- cell options
+def test_classic_gru_benchmark_builds_bench_workload_of_that_cell(suite, recorded_workloads):
+    assert suite.CLASSIC_GRU in set(fastrnn.layers.CELL_NAMES) - set(bench.CELLS)
+    label = suite.CELL_OPTION_SHAPES[1]
+    for mode in suite.SEQUENCE_MODES:
+        suite.ClassicGRU().setup(mode, label)
+    assert recorded_workloads == [("fastrnn", "gru_reset_before", mode, bench.GRID["small"], 0)
+                                  for mode in suite.SEQUENCE_MODES]
+
+
+def test_classic_gru_benchmark_is_skipped_where_the_commit_lacks_the_cell(suite, monkeypatch):
+    monkeypatch.setattr(fastrnn.layers, "CELL_NAMES", ("rnn", "lstm", "gru"))
+    with pytest.raises(NotImplementedError, match="gru_reset_before"):
+        suite.ClassicGRU().setup("train", "tiny")
+
+
+def test_bench_workload_runs_fastrnn_cells_without_a_peer_counterpart():
+    shape = bench.Shape("", 3, 2, 4, 5)
+    bench.make_workload("fastrnn", "gru_reset_before", "train", shape)()
+    with pytest.raises(ValueError, match="cell"):
+        bench.make_workload("torch", "gru_reset_before", "train", shape)
+    assert bench.flop_count("gru_reset_before", shape) == bench.flop_count("gru", shape)
