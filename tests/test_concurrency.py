@@ -178,8 +178,13 @@ def child(queue):
     queue.put(_layer_output(3, {size}))
 
 if __name__ == "__main__":
-    expected = _layer_output(3, {size})  # the parent runs fastrnn before forking
+    import contextlib
     import fastrnn._threads
+    # the parent runs fastrnn before forking; size 32 on two threads, whatever the
+    # machine's plan would choose
+    split = fastrnn._threads.forced_plan(threads=2) if {size} == 32 else contextlib.nullcontext()
+    with split:
+        expected = _layer_output(3, {size})
     print("parent started a threading layer:", fastrnn._threads._layer_name is not None)
     context = multiprocessing.get_context({method!r})
     queue = context.Queue()

@@ -620,7 +620,9 @@ def test_one_thread_equals_two_threads(cell, dtype, restore_threads, monkeypatch
         results[threads] = (fast, {k: g.copy() for k, g in layer.grads.items()},
                             layer.grad_norm)
     (f1, g1, n1), (f2, g2, n2) = results[1], results[2]
-    tol = 1e-12 if dtype == np.float64 else 1e-5
+    # the split sums the weight gradients in another order: 2e-12 (float64) and 3.4e-4
+    # (float32, relu Elman: clipping and relu amplify rounding) apart on a Zen 1 EPYC
+    tol = 1e-11 if dtype == np.float64 else 1e-3
     assert n1 == pytest.approx(n2, rel=tol)
     for name, a, b in zip(("out", "h_n", "c_n", "dx", "dh0", "dc0"), f1, f2):
         if a is not None:
