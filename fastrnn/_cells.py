@@ -8,6 +8,7 @@ import functools
 import numpy as np
 
 from . import _blas, _threads
+from ._kernels.engine import chunk_addresses
 from ._kernels.sequence import fill_weight_blocks, fill_weight_blocks_parallel, product_scratch
 from .cells import SPECS
 
@@ -180,10 +181,11 @@ class CellRunner:
                      b_ih, b_hh, np.ascontiguousarray(h0), c0, lengths, reverse, plan.threads,
                      gates, h_prev, extra, out, h_n, c_n)
         kernels = spec.kernels
+        addresses = (kernels.rows("forward", dtype, arguments), chunk_addresses(dtype).dot)
         if plan.threads == 1:
-            kernels.forward_serial(*arguments)
+            kernels.forward_serial(*addresses, *arguments)
         else:
-            kernels.forward_parallel(*arguments)
+            kernels.forward_parallel(*addresses, *arguments)
         return out, (gates, h_prev, extra) if keep else None
 
     def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
@@ -201,10 +203,12 @@ class CellRunner:
                      np.ascontiguousarray(d_hn), d_cn, np.empty_like(gates), dx, dh0, dc0,
                      dw_ih, dw_hh, db_ih, db_hh)
         kernels = self.spec.kernels
+        chunks = chunk_addresses(x.dtype)
+        addresses = (kernels.rows("backward", x.dtype, arguments), chunks.dot, chunks.grads)
         if plan.threads == 1:
-            kernels.backward_serial(*arguments)
+            kernels.backward_serial(*addresses, *arguments)
         else:
-            kernels.backward_parallel(*arguments)
+            kernels.backward_parallel(*addresses, *arguments)
         return dx, dh0, dc0 if self.has_cell_state else None
 
     def _cell_state(self, state, target, batch, hidden, dtype):

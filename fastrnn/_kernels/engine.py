@@ -17,25 +17,36 @@ gate math of one time step, which a cell module provides as two functions
 and `recurrent_grads(d_gates, gates)`, which turns the input-side gate gradients
 into the recurrent side's in place (a no-op where they are the same).
 
-`instantiate` compiles the driver templates below against one cell's functions:
-each template's code is bound to a namespace holding that cell's functions and
-given a name of its own, so numba caches each cell's kernels on disk in files of
-their own. The serial and the parallel variants come from the same template
-(prange runs as range without parallel=True). numba's cache checks only the
-template file's date, not the modules a kernel calls, so the names carry a hash
-of the kernel sources and of the cell's module: editing either compiles afresh.
+`instantiate` compiles the templates below against one cell's functions: each
+template's code is bound to a namespace holding that cell's functions and given
+a name of its own, so numba caches each cell's kernels on disk in files of their
+own. The serial and the parallel variants come from the same template (prange
+runs as range without parallel=True). numba's cache checks only the template
+file's date, not the modules a kernel calls, so the names carry a hash of the
+kernel sources and of the cell's module: editing either compiles afresh.
+
+The drivers' parallel loops call the cell's time loop (_forward_rows,
+_backward_rows) and the weight-gradient and input-product chunks through their
+addresses (see native.py), which the Python caller passes: each is compiled once,
+not again inside every function numba builds around a parallel loop's body. The
+forward drivers then hold nothing of a cell's, and all cells share them.
 """
 
+import functools
 import glob
 import hashlib
 import os
 import types
+from typing import NamedTuple
 
+import numba
 import numpy as np
 from numba import prange
+from numba.core import types as numba_types
 
 from ._jit import jit
 from .gemm import accumulate_at_transposed
+from .native import argument_types, call_compiled, compiled_address
 from .sequence import (
     add_column_sums,
     batch_chunks,
@@ -90,9 +101,11 @@ def _forward_rows(start, stop, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0,
     copy_rows(c, c_n, start)
 
 
-def _forward(x, w_ih, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0, lengths, reverse,
-             n_threads, gates, h_prev, extra, out, h_n, c_n):
-    """Forward over the whole sequence.
+def _forward(rows, dot_chunk, x, w_ih, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0, lengths,
+             reverse, n_threads, gates, h_prev, extra, out, h_n, c_n):
+    """Forward over the whole sequence; `rows` is the address of the cell's
+    time loop (_forward_rows compiled for these arguments: CellKernels.rows),
+    `dot_chunk` that of _rows_dot_chunk (chunk_addresses).
 
     x (T*B, I); w_ih (G, I), w_hh (G, H) as stored; w_hh_t a contiguous W_hh^T
     (H, G) or empty (0, G) to use the transposed view; w_blocks the per-step
@@ -104,12 +117,12 @@ def _forward(x, w_ih, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0, lengths,
     n_steps, batch, width = gates.shape
     one = gates.dtype.type(1.0)  # keeps float32 arithmetic in float32
     # Input projection of every step at once: one GEMM before the time loop.
-    rows_dot(x, w_ih.T, gates.reshape(n_steps * batch, width), n_threads)
+    rows_dot(x, w_ih, gates.reshape(n_steps * batch, width), True, n_threads, dot_chunk)
     n_chunks = batch_chunks(n_threads, batch)
     for chunk in prange(n_chunks):
         start, stop = chunk_bounds(chunk, n_chunks, batch)
-        _forward_rows(start, stop, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0, lengths,
-                      reverse, one, gates, h_prev, extra, out, h_n, c_n)
+        call_compiled(rows, (start, stop, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0,
+                             lengths, reverse, one, gates, h_prev, extra, out, h_n, c_n))
 
 
 def _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, one, bound, gates,
@@ -159,41 +172,53 @@ def _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, one, bound,
     copy_rows(dc, dc0, start)
 
 
-def _backward(x, w_ih, w_hh, w_hh_blocks, lengths, reverse, n_threads, clip_hidden, gates,
-              h_prev, extra, d_out, d_hn, d_cn, d_gates, dx, dh0, dc0, dw_ih, dw_hh, db_ih,
-              db_hh):
+def _backward(rows, dot_chunk, grads_chunk, x, w_ih, w_hh, w_hh_blocks, lengths, reverse,
+              n_threads, clip_hidden, gates, h_prev, extra, d_out, d_hn, d_cn, d_gates, dx, dh0,
+              dc0, dw_ih, dw_hh, db_ih, db_hh):
     """BPTT over the whole sequence (caches from _forward); parameter gradients
-    are accumulated. d_gates (T, B, G) is scratch."""
+    are accumulated. d_gates (T, B, G) is scratch; `rows` is the address of the
+    cell's reverse time loop (_backward_rows, see CellKernels.rows), dot_chunk
+    and grads_chunk those of _rows_dot_chunk and _param_grads_chunk
+    (chunk_addresses)."""
     n_steps, batch, width = gates.shape
     one = gates.dtype.type(1.0)
     bound = gates.dtype.type(clip_hidden)
     n_chunks = batch_chunks(n_threads, batch)
     for chunk in prange(n_chunks):
         start, stop = chunk_bounds(chunk, n_chunks, batch)
-        _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, one, bound, gates,
-                       h_prev, extra, d_out, d_hn, d_cn, d_gates, dh0, dc0)
+        call_compiled(rows, (start, stop, w_hh, w_hh_blocks, lengths, reverse, one, bound,
+                             gates, h_prev, extra, d_out, d_hn, d_cn, d_gates, dh0, dc0))
     d_gates_2d = d_gates.reshape(n_steps * batch, width)
-    rows_dot(d_gates_2d, w_ih, dx, n_threads)
-    param_grads(d_gates_2d, x, dw_ih, db_ih, n_threads)
+    rows_dot(d_gates_2d, w_ih, dx, False, n_threads, dot_chunk)
+    param_grads(d_gates_2d, x, dw_ih, db_ih, n_threads, grads_chunk)
     cell_recurrent_grads(d_gates, gates)
     hidden = h_prev.shape[2]
     h_prev_2d = h_prev.reshape(n_steps * batch, hidden)
     if GATED_STATE_BLOCKS == 0:
-        param_grads(d_gates_2d, h_prev_2d, dw_hh, db_hh, n_threads)
+        param_grads(d_gates_2d, h_prev_2d, dw_hh, db_hh, n_threads, grads_chunk)
     else:
         first = width - GATED_STATE_BLOCKS * hidden
         param_grads(copy_columns(d_gates_2d, 0, first), h_prev_2d, dw_hh[:first],
-                    db_hh[:first], n_threads)
+                    db_hh[:first], n_threads, grads_chunk)
         param_grads(copy_columns(d_gates_2d, first, width),
                     extra.reshape(n_steps * batch, hidden), dw_hh[first:], db_hh[first:],
-                    n_threads)
+                    n_threads, grads_chunk)
 
 
-def _rows_dot(a, b, out, n_threads):
-    """out = a @ b with the rows of a split across threads."""
+def _rows_dot(a, b, out, transpose, n_threads, chunk_address):
+    """out = a @ b (a @ b.T if `transpose`) with the rows of a split across
+    threads; `chunk_address` is _rows_dot_chunk's for these arrays (see
+    chunk_addresses)."""
     n_chunks = max(1, min(n_threads, a.shape[0]))
     for chunk in prange(n_chunks):
-        start, stop = chunk_bounds(chunk, n_chunks, a.shape[0])
+        call_compiled(chunk_address, (chunk, n_chunks, a, b, out, transpose))
+
+
+def _rows_dot_chunk(chunk, n_chunks, a, b, out, transpose):
+    start, stop = chunk_bounds(chunk, n_chunks, a.shape[0])
+    if transpose:
+        np.dot(a[start:stop], b.T, out[start:stop])
+    else:
         np.dot(a[start:stop], b, out[start:stop])
 
 
@@ -298,7 +323,7 @@ def _cell_backward(params, grads, lengths, d_h1, d_c1, work, input_size, dx, dh,
     add_column_sums(d_gates[0], 0, batch, 0, width, db_hh)
 
 
-def _param_grads(d_gates, inputs, d_weight, d_bias, n_threads):
+def _param_grads(d_gates, inputs, d_weight, d_bias, n_threads, chunk_address):
     """d_weight += d_gates^T inputs and d_bias += column sums of d_gates.
 
     d_gates is (N, G) with zero rows at padded steps, inputs (N, K): the whole
@@ -310,46 +335,62 @@ def _param_grads(d_gates, inputs, d_weight, d_bias, n_threads):
     - by gate columns G in multiples of 16, each thread accumulating into its
       own rows of d_weight: no partial sums, which for few rows against a large
       weight cost more than the product.
+    Both run in one parallel loop over _param_grads_chunk, at `chunk_address`
+    (see chunk_addresses), the row split's partial sums in a second pass of it.
     """
     n_rows, n_gates = d_gates.shape
     inner = inputs.shape[1]
-    if n_rows >= n_threads * inner or n_threads == 1:
+    by_rows = n_rows >= n_threads * inner or n_threads == 1
+    if by_rows:
         n_chunks = max(1, min(n_threads, n_rows))
-        if n_chunks == 1:
-            accumulate_at_transposed(d_gates, inputs, d_weight, 0, n_rows, 0, n_gates)
-            add_column_sums(d_gates, 0, n_rows, 0, n_gates, d_bias)
-            return
-        parts = np.empty((n_chunks - 1, n_gates, inner), dtype=d_weight.dtype)
-        bias_parts = np.zeros((n_chunks, n_gates), dtype=d_bias.dtype)
+    else:
+        n_chunks = max(1, min(n_threads, (n_gates + 15) // 16))
+    partial = by_rows and n_chunks > 1
+    parts = np.empty((n_chunks - 1 if partial else 0, n_gates, inner), dtype=d_weight.dtype)
+    bias_parts = np.zeros((n_chunks if partial else 0, n_gates), dtype=d_bias.dtype)
+    for sums in range(2 if partial else 1):
         for chunk in prange(n_chunks):
-            start, stop = chunk_bounds(chunk, n_chunks, n_rows)
-            if chunk == 0:
-                accumulate_at_transposed(d_gates, inputs, d_weight, start, stop, 0, n_gates)
-            else:
-                np.dot(d_gates[start:stop].T, inputs[start:stop], parts[chunk - 1])
-            add_column_sums(d_gates, start, stop, 0, n_gates, bias_parts[chunk])
-        # Explicit loops: in a parallel kernel an array expression becomes a nested
-        # parallel loop of its own, slower to compile and to start.
-        for chunk in prange(n_chunks):
-            first, last = chunk_bounds(chunk, n_chunks, n_gates)
-            for row in range(first, last):
-                for part in range(n_chunks - 1):
-                    for col in range(inner):
-                        d_weight[row, col] += parts[part, row, col]
-                for part in range(n_chunks):
-                    d_bias[row] += bias_parts[part, row]
-        return
-    units = (n_gates + 15) // 16
-    n_chunks = max(1, min(n_threads, units))
-    for chunk in prange(n_chunks):
+            call_compiled(chunk_address, (chunk, n_chunks, by_rows, sums == 1, d_gates, inputs,
+                                          d_weight, d_bias, parts, bias_parts))
+
+
+def _param_grads_chunk(chunk, n_chunks, by_rows, sums, d_gates, inputs, d_weight, d_bias,
+                       parts, bias_parts):
+    """One thread's share of _param_grads: its rows' product (into d_weight for
+    the first chunk, else its partial sum), its gate columns' product, or, in the
+    second pass (`sums`), its rows of d_weight's partial sums added."""
+    n_rows, n_gates = d_gates.shape
+    inner = inputs.shape[1]
+    if not by_rows:
+        units = (n_gates + 15) // 16
         start, stop = chunk_bounds(chunk, n_chunks, units)
         start, stop = min(16 * start, n_gates), min(16 * stop, n_gates)
         accumulate_at_transposed(d_gates, inputs, d_weight, 0, n_rows, start, stop - start)
         add_column_sums(d_gates, 0, n_rows, start, stop, d_bias)
+        return
+    if n_chunks == 1:
+        accumulate_at_transposed(d_gates, inputs, d_weight, 0, n_rows, 0, n_gates)
+        add_column_sums(d_gates, 0, n_rows, 0, n_gates, d_bias)
+        return
+    if sums:
+        first, last = chunk_bounds(chunk, n_chunks, n_gates)
+        for row in range(first, last):
+            for part in range(n_chunks - 1):
+                for col in range(inner):
+                    d_weight[row, col] += parts[part, row, col]
+            for part in range(n_chunks):
+                d_bias[row] += bias_parts[part, row]
+        return
+    start, stop = chunk_bounds(chunk, n_chunks, n_rows)
+    if chunk == 0:
+        accumulate_at_transposed(d_gates, inputs, d_weight, start, stop, 0, n_gates)
+    else:
+        np.dot(d_gates[start:stop].T, inputs[start:stop], parts[chunk - 1])
+    add_column_sums(d_gates, start, stop, 0, n_gates, bias_parts[chunk])
 
 
-def _param_grads_one_thread(d_gates, inputs, d_weight, d_bias, n_threads):
-    """_param_grads on one thread (n_threads is ignored): without the splits,
+def _param_grads_one_thread(d_gates, inputs, d_weight, d_bias, n_threads, chunk_address):
+    """_param_grads on one thread (n_threads and chunk_address are ignored): without the splits,
     whose code took a second of every cold serial compile."""
     n_rows, n_gates = d_gates.shape
     accumulate_at_transposed(d_gates, inputs, d_weight, 0, n_rows, 0, n_gates)
@@ -368,7 +409,81 @@ class CellKernels(types.SimpleNamespace):
     """A cell's compiled entry points: forward_serial, forward_parallel,
     backward_serial, backward_parallel (signatures: _forward and _backward; the
     serial ones ignore n_threads), and step_forward, step_backward for the
-    single-step cells (_cell_forward, _cell_backward)."""
+    single-step cells (_cell_forward, _cell_backward); and the time loops they
+    call, forward_rows and backward_rows, whose addresses `rows` gives."""
+
+    def rows(self, pass_name, dtype, arguments):
+        """The address of the time loop of `pass_name` ("forward" or "backward")
+        for a driver call with these arguments (all arrays C-contiguous and
+        writable, lengths int64, the rest of `dtype`; call_compiled refuses
+        others), compiled on first use."""
+        key = (pass_name, dtype)
+        address = self.row_addresses.get(key)
+        if address is None:
+            address = self.row_addresses[key] = _rows_address(
+                getattr(self, f"{pass_name}_rows"), pass_name, dtype, arguments)
+        return address
+
+
+def _parameters(function):
+    return function.__code__.co_varnames[:function.__code__.co_argcount]
+
+
+# The scalars a driver passes its time loop that are its own locals (of the
+# arrays' dtype), not its arguments.
+_DRIVER_SCALARS = ("one", "bound")
+_TEMPLATES = {"forward": (_forward, _forward_rows), "backward": (_backward, _backward_rows)}
+_ADDRESSES = ("rows", "dot_chunk", "grads_chunk")
+
+
+def _rows_address(rows_kernel, pass_name, dtype, arguments):
+    """The time loop's arguments are the driver's of the same names, after its
+    own start and stop."""
+    driver, rows = _TEMPLATES[pass_name]
+    driver_parameters = [name for name in _parameters(driver) if name not in _ADDRESSES]
+    scalar = np.dtype(dtype).type(1)
+    taken = tuple(scalar if name in _DRIVER_SCALARS else arguments[driver_parameters.index(name)]
+                  for name in _parameters(rows)[2:])
+    chunk_bound = np.intp(0)
+    return compiled_address(rows_kernel, argument_types((chunk_bound, chunk_bound) + taken))
+
+
+class ChunkAddresses(NamedTuple):
+    dot: int  # _rows_dot_chunk's
+    grads: int  # _param_grads_chunk's
+
+
+@functools.cache
+def chunk_addresses(dtype):
+    """The addresses of the drivers' shared chunk kernels for arrays of `dtype`
+    (all of them C-contiguous, see _rows_dot and _param_grads), compiled on
+    first use."""
+    element = numba.from_dtype(np.dtype(dtype))
+    matrix, vector, stack = (numba_types.Array(element, ndim, "C") for ndim in (2, 1, 3))
+    index, flag = numba_types.intp, numba_types.boolean
+    dot, grads = _chunk_kernels()
+    return ChunkAddresses(
+        compiled_address(dot, (index, index, matrix, matrix, matrix, flag)),
+        compiled_address(grads, (index, index, flag, flag, matrix, matrix, matrix, vector,
+                                 stack, matrix)))
+
+
+@functools.cache
+def _forward_drivers():
+    """The forward drivers, which hold nothing of a cell's (its time loop is an
+    argument): one pair for every cell."""
+    stamp = _sources_hash(*_KERNEL_SOURCES)
+    return {f"forward_{variant}": jit(_bound(_forward, f"forward_{variant}_{stamp}",
+                                             dict(globals(), **helpers)),
+                                      cache=True, parallel=variant == "parallel")
+            for variant, helpers in _VARIANTS.items()}
+
+
+@functools.cache
+def _chunk_kernels():
+    stamp = _sources_hash(*_KERNEL_SOURCES)
+    return tuple(jit(_bound(template, f"{template.__name__}_{stamp}", globals()), cache=True)
+                 for template in (_rows_dot_chunk, _param_grads_chunk))
 
 
 def _sources_hash(*paths):
@@ -407,18 +522,16 @@ def instantiate(name, n_gates, cache_width, forward_step, backward_step, recurre
                      GATED_STATE_BLOCKS=int(gated_state_blocks))
     for helper in (_step_views, _param_views):
         namespace[helper.__name__] = jit(_bound(helper, f"{name}{helper.__name__}", namespace))
-    namespace["_forward_rows"] = jit(_bound(_forward_rows, f"{name}_forward_rows", namespace))
-    namespace["_backward_rows"] = jit(_bound(_backward_rows, f"{name}_backward_rows",
-                                             namespace))
-    kernels = {}
+    kernels = {f"{pass_name}_rows": jit(_bound(template, f"{name}_{pass_name}_rows_{stamp}",
+                                                namespace), cache=True)
+               for pass_name, template in (("forward", _forward_rows),
+                                           ("backward", _backward_rows))}
+    kernels.update(_forward_drivers())
     for variant, helpers in _VARIANTS.items():
-        variant_namespace = dict(namespace, **helpers)
-        for pass_name, template in (("forward", _forward), ("backward", _backward)):
-            qualified = f"{name}_{pass_name}_{variant}_{stamp}"
-            kernels[f"{pass_name}_{variant}"] = jit(
-                _bound(template, qualified, variant_namespace), cache=True,
-                parallel=variant == "parallel")
+        kernels[f"backward_{variant}"] = jit(
+            _bound(_backward, f"{name}_backward_{variant}_{stamp}", dict(namespace, **helpers)),
+            cache=True, parallel=variant == "parallel")
     for step_name, template in (("step_forward", _cell_forward), ("step_backward", _cell_backward)):
         kernels[step_name] = jit(_bound(template, f"{name}_{step_name}_{stamp}", namespace),
                                  cache=True)
-    return CellKernels(**kernels)
+    return CellKernels(row_addresses={}, **kernels)
