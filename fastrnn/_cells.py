@@ -8,7 +8,7 @@ import functools
 import numpy as np
 
 from . import _blas, _threads
-from ._kernels.engine import chunk_addresses
+from ._kernels.engine import dot_chunk_address, grads_chunk_address
 from ._kernels.sequence import fill_weight_blocks, fill_weight_blocks_parallel, product_scratch
 from .cells import SPECS
 
@@ -181,7 +181,7 @@ class CellRunner:
                      b_ih, b_hh, np.ascontiguousarray(h0), c0, lengths, reverse, plan.threads,
                      gates, h_prev, extra, out, h_n, c_n)
         kernels = spec.kernels
-        addresses = (kernels.rows("forward", dtype, arguments), chunk_addresses(dtype).dot)
+        addresses = (kernels.rows("forward", dtype, arguments), dot_chunk_address(dtype))
         if plan.threads == 1:
             kernels.forward_serial(*addresses, *arguments)
         else:
@@ -203,8 +203,8 @@ class CellRunner:
                      np.ascontiguousarray(d_hn), d_cn, np.empty_like(gates), dx, dh0, dc0,
                      dw_ih, dw_hh, db_ih, db_hh)
         kernels = self.spec.kernels
-        chunks = chunk_addresses(x.dtype)
-        addresses = (kernels.rows("backward", x.dtype, arguments), chunks.dot, chunks.grads)
+        addresses = (kernels.rows("backward", x.dtype, arguments), dot_chunk_address(x.dtype),
+                     grads_chunk_address(x.dtype))
         if plan.threads == 1:
             kernels.backward_serial(*addresses, *arguments)
         else:

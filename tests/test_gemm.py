@@ -50,7 +50,7 @@ def test_parameter_gradients_accumulate_like_numpy(dtype, threads, rows, gates, 
     expected_weight = d_weight + d_gates.T @ inputs
     expected_bias = d_bias + d_gates.sum(axis=0)
     serial_weight, serial_bias = d_weight.copy(), d_bias.copy()
-    chunk = engine.chunk_addresses(dtype).grads
+    chunk = engine.grads_chunk_address(dtype)
     engine.param_grads_parallel(d_gates, inputs, d_weight, d_bias, threads, chunk)
     engine.param_grads_serial(d_gates, inputs, serial_weight, serial_bias, 1, chunk)
     rtol = 1e-5 if dtype == np.float32 else 1e-12

@@ -37,7 +37,6 @@ import glob
 import hashlib
 import os
 import types
-from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -105,7 +104,7 @@ def _forward(rows, dot_chunk, x, w_ih, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh,
              reverse, n_threads, gates, h_prev, extra, out, h_n, c_n):
     """Forward over the whole sequence; `rows` is the address of the cell's
     time loop (_forward_rows compiled for these arguments: CellKernels.rows),
-    `dot_chunk` that of _rows_dot_chunk (chunk_addresses).
+    `dot_chunk` that of _rows_dot_chunk (dot_chunk_address).
 
     x (T*B, I); w_ih (G, I), w_hh (G, H) as stored; w_hh_t a contiguous W_hh^T
     (H, G) or empty (0, G) to use the transposed view; w_blocks the per-step
@@ -179,7 +178,7 @@ def _backward(rows, dot_chunk, grads_chunk, x, w_ih, w_hh, w_hh_blocks, lengths,
     are accumulated. d_gates (T, B, G) is scratch; `rows` is the address of the
     cell's reverse time loop (_backward_rows, see CellKernels.rows), dot_chunk
     and grads_chunk those of _rows_dot_chunk and _param_grads_chunk
-    (chunk_addresses)."""
+    (dot_chunk_address, grads_chunk_address)."""
     n_steps, batch, width = gates.shape
     one = gates.dtype.type(1.0)
     bound = gates.dtype.type(clip_hidden)
@@ -208,7 +207,7 @@ def _backward(rows, dot_chunk, grads_chunk, x, w_ih, w_hh, w_hh_blocks, lengths,
 def _rows_dot(a, b, out, transpose, n_threads, chunk_address):
     """out = a @ b (a @ b.T if `transpose`) with the rows of a split across
     threads; `chunk_address` is _rows_dot_chunk's for these arrays (see
-    chunk_addresses)."""
+    dot_chunk_address)."""
     n_chunks = max(1, min(n_threads, a.shape[0]))
     for chunk in prange(n_chunks):
         call_compiled(chunk_address, (chunk, n_chunks, a, b, out, transpose))
@@ -336,7 +335,7 @@ def _param_grads(d_gates, inputs, d_weight, d_bias, n_threads, chunk_address):
       own rows of d_weight: no partial sums, which for few rows against a large
       weight cost more than the product.
     Both run in one parallel loop over _param_grads_chunk, at `chunk_address`
-    (see chunk_addresses), the row split's partial sums in a second pass of it.
+    (see grads_chunk_address), the row split's partial sums in a second pass of it.
     """
     n_rows, n_gates = d_gates.shape
     inner = inputs.shape[1]
@@ -448,24 +447,35 @@ def _rows_address(rows_kernel, pass_name, dtype, arguments):
     return compiled_address(rows_kernel, argument_types((chunk_bound, chunk_bound) + taken))
 
 
-class ChunkAddresses(NamedTuple):
-    dot: int  # _rows_dot_chunk's
-    grads: int  # _param_grads_chunk's
+@functools.cache
+def dot_chunk_address(dtype):
+    """The address of _rows_dot_chunk for C-contiguous arrays of `dtype` (see
+    _rows_dot), compiled on first use."""
+    matrix = _c_array(dtype, 2)
+    return compiled_address(_chunk_kernel(_rows_dot_chunk), (
+        numba_types.intp, numba_types.intp, matrix, matrix, matrix, numba_types.boolean))
 
 
 @functools.cache
-def chunk_addresses(dtype):
-    """The addresses of the drivers' shared chunk kernels for arrays of `dtype`
-    (all of them C-contiguous, see _rows_dot and _param_grads), compiled on
-    first use."""
-    element = numba.from_dtype(np.dtype(dtype))
-    matrix, vector, stack = (numba_types.Array(element, ndim, "C") for ndim in (2, 1, 3))
+def grads_chunk_address(dtype):
+    """The address of _param_grads_chunk for C-contiguous arrays of `dtype` (see
+    _param_grads), compiled on first use: a first inference call compiles none of
+    the weight gradients' code."""
     index, flag = numba_types.intp, numba_types.boolean
-    dot, grads = _chunk_kernels()
-    return ChunkAddresses(
-        compiled_address(dot, (index, index, matrix, matrix, matrix, flag)),
-        compiled_address(grads, (index, index, flag, flag, matrix, matrix, matrix, vector,
-                                 stack, matrix)))
+    matrix = _c_array(dtype, 2)
+    return compiled_address(_chunk_kernel(_param_grads_chunk), (
+        index, index, flag, flag, matrix, matrix, matrix, _c_array(dtype, 1),
+        _c_array(dtype, 3), matrix))
+
+
+def _c_array(dtype, ndim):
+    return numba_types.Array(numba.from_dtype(np.dtype(dtype)), ndim, "C")
+
+
+@functools.cache
+def _chunk_kernel(template):
+    stamp = _sources_hash(*_KERNEL_SOURCES)
+    return jit(_bound(template, f"{template.__name__}_{stamp}", globals()), cache=True)
 
 
 @functools.cache
@@ -477,13 +487,6 @@ def _forward_drivers():
                                              dict(globals(), **helpers)),
                                       cache=True, parallel=variant == "parallel")
             for variant, helpers in _VARIANTS.items()}
-
-
-@functools.cache
-def _chunk_kernels():
-    stamp = _sources_hash(*_KERNEL_SOURCES)
-    return tuple(jit(_bound(template, f"{template.__name__}_{stamp}", globals()), cache=True)
-                 for template in (_rows_dot_chunk, _param_grads_chunk))
 
 
 def _sources_hash(*paths):
