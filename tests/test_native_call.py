@@ -8,7 +8,16 @@ from numba.core.errors import TypingError
 
 import fastrnn
 from fastrnn import _threads
-from fastrnn._kernels.native import argument_types, call_compiled, compiled_address
+from fastrnn._kernels import engine
+from fastrnn._kernels._jit import inlined
+from fastrnn._kernels.native import (
+    argument_types,
+    call_compiled,
+    compiled_address,
+    launch_parallel,
+    launch_serial,
+    pack,
+)
 
 
 @numba.njit
@@ -107,3 +116,31 @@ def test_layers_take_read_only_and_non_contiguous_states_and_gradients(cell, thr
     assert len(got) == len(expected) == (6 if layer.has_cell_state else 4)
     for have, want in zip(got, expected):
         np.testing.assert_array_equal(have, want)
+
+
+@inlined
+def _record_thread(chunk, n_chunks, out):
+    out[chunk] = numba.get_thread_id()
+
+
+@numba.njit
+def _launch_recording(launch, address, n_chunks, out):
+    launch(address, n_chunks, pack((out,)))
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
+def test_parallel_launch_runs_its_chunks_on_different_threads():
+    """launch_parallel runs each chunk on a thread of its own, launch_serial all
+    on the calling one (a parallel launcher compiled or loaded as the serial one
+    would run every parallel kernel on one core)."""
+    ids = np.full(2, -1, dtype=np.int64)
+    address = engine.chunk_entry(_record_thread, numba.typeof((ids,)))
+    previous = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        _launch_recording(launch_parallel, address, 2, ids)
+        assert sorted(ids) == [0, 1]
+        _launch_recording(launch_serial, address, 2, ids)
+        assert list(ids) == [0, 0]
+    finally:
+        numba.set_num_threads(previous)

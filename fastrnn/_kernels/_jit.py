@@ -1,5 +1,7 @@
 """The one place that decides how kernels are compiled."""
 
+import types
+
 import numba
 
 # fastmath flags that allow reassociation and FMA contraction but keep IEEE
@@ -18,13 +20,28 @@ def jit(function, *, parallel=False, cache=False):
     return numba.njit(fastmath=FASTMATH, parallel=parallel, cache=cache, **_COMMON)(function)
 
 
+def inlined(function):
+    """`function` compiled into each caller at numba's level: no code of its own."""
+    return numba.njit(fastmath=FASTMATH, inline="always", **_COMMON)(function)
+
+
 def gate_math(function):
     """A cell's step function, inlined into the engine's loops before LLVM sees
     them: there its buffers are the loop's own fresh arrays, which LLVM knows
     alias nothing, so it vectorises the gate loops without runtime checks."""
-    return numba.njit(fastmath=FASTMATH, inline="always", **_COMMON)(function)
+    return inlined(function)
 
 
 kernel = numba.njit(fastmath=FASTMATH, cache=True, **_COMMON)
 parallel_kernel = numba.njit(fastmath=FASTMATH, parallel=True, cache=True, **_COMMON)
 exact_kernel = numba.njit(cache=True, **_COMMON)  # strict IEEE: reductions whose order matters
+
+
+def renamed(template, name, namespace):
+    """A copy of the function `template` named `name`, whose globals are
+    `namespace`: numba compiles and caches it apart from the template and its
+    other copies (its cache tells functions apart by name, not by their flags
+    or globals)."""
+    function = types.FunctionType(template.__code__, namespace, name, template.__defaults__)
+    function.__qualname__ = name
+    return function

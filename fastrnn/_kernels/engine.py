@@ -20,16 +20,17 @@ into the recurrent side's in place (a no-op where they are the same).
 `instantiate` compiles the templates below against one cell's functions: each
 template's code is bound to a namespace holding that cell's functions and given
 a name of its own, so numba caches each cell's kernels on disk in files of their
-own. The serial and the parallel variants come from the same template (prange
-runs as range without parallel=True). numba's cache checks only the template
+own. The serial and the parallel variants come from the same template (they
+differ in the launcher they are bound to). numba's cache checks only the template
 file's date, not the modules a kernel calls, so the names carry a hash of the
 kernel sources and of the cell's module: editing either compiles afresh.
 
-The drivers' parallel loops call the cell's time loop (_forward_rows,
-_backward_rows) and the weight-gradient and input-product chunks through their
-addresses (see native.py), which the Python caller passes: each is compiled once,
-not again inside every function numba builds around a parallel loop's body. The
-forward drivers then hold nothing of a cell's, and all cells share them.
+The drivers hold no parallel loop of their own: they run the cell's time loop
+(_forward_rows, _backward_rows), the input products' row chunks and the weight
+gradients' chunks through native.launch_serial or launch_parallel, each as a chunk
+entry (_chunk_entry: the chunk kernel inlined, its arguments packed) whose
+address the Python caller passes (see native.py). Each is compiled once, on first
+use; the forward drivers then hold nothing of a cell's, and all cells share them.
 """
 
 import functools
@@ -40,12 +41,11 @@ import types
 
 import numba
 import numpy as np
-from numba import prange
 from numba.core import types as numba_types
 
-from ._jit import jit
+from ._jit import inlined, jit, renamed
 from .gemm import accumulate_at_transposed
-from .native import argument_types, call_compiled, compiled_address
+from .native import argument_types, compiled_address, launch_parallel, launch_serial, pack, unpack
 from .sequence import (
     add_column_sums,
     batch_chunks,
@@ -69,17 +69,21 @@ from .sequence import (
 # GATED_STATE_BLOCKS, the trailing gate blocks whose W_hh rows multiply the
 # gated state the cell keeps as its extra cache (the classic GRU's r * h_{t-1})
 # instead of h_{t-1}, which their weight gradient is taken against;
-# rows_dot and param_grads, the serial or the parallel variant.
+# rows_dot, param_grads and launch (native.launch_serial or launch_parallel), the
+# serial or the parallel variant; in a chunk entry (_chunk_entry), TARGET, the
+# chunk kernel it runs, and PAYLOAD, the numba type of that kernel's packed
+# arguments.
 cell_forward_step = cell_backward_step = cell_recurrent_grads = None
-rows_dot = param_grads = None
+rows_dot = param_grads = launch = TARGET = PAYLOAD = None
 RECURRENT_GRADS_DIFFER = DIRECT_STATE_PATH = False
 N_GATES = CACHE_WIDTH = SCRATCH_COUNT = GATED_STATE_BLOCKS = 0
 
 
-def _forward_rows(start, stop, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0, lengths,
+def _forward_rows(chunk, n_chunks, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0, lengths,
                   reverse, one, gates, h_prev, extra, out, h_n, c_n):
-    """The time loop of batch rows [start, stop)."""
+    """The time loop of the batch rows of slice `chunk` of n_chunks."""
     n_steps = gates.shape[0]
+    start, stop = chunk_bounds(chunk, n_chunks, gates.shape[1])
     keep = h_prev.shape[0] > 0
     h = h0[start:stop].copy()
     c = c0[start:stop].copy()
@@ -117,17 +121,16 @@ def _forward(rows, dot_chunk, x, w_ih, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh,
     one = gates.dtype.type(1.0)  # keeps float32 arithmetic in float32
     # Input projection of every step at once: one GEMM before the time loop.
     rows_dot(x, w_ih, gates.reshape(n_steps * batch, width), True, n_threads, dot_chunk)
-    n_chunks = batch_chunks(n_threads, batch)
-    for chunk in prange(n_chunks):
-        start, stop = chunk_bounds(chunk, n_chunks, batch)
-        call_compiled(rows, (start, stop, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0,
-                             lengths, reverse, one, gates, h_prev, extra, out, h_n, c_n))
+    launch(rows, batch_chunks(n_threads, batch),
+           pack((w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0, lengths, reverse, one, gates,
+                 h_prev, extra, out, h_n, c_n)))
 
 
-def _backward_rows(start, stop, w_hh, w_hh_blocks, lengths, reverse, one, bound, gates,
+def _backward_rows(chunk, n_chunks, w_hh, w_hh_blocks, lengths, reverse, one, bound, gates,
                    h_prev, extra, d_out, d_hn, d_cn, d_gates, dh0, dc0):
-    """The reverse time loop of batch rows [start, stop)."""
+    """The reverse time loop of the batch rows of slice `chunk` of n_chunks."""
     n_steps = gates.shape[0]
+    start, stop = chunk_bounds(chunk, n_chunks, gates.shape[1])
     rows = stop - start
     hidden = d_hn.shape[1]
     dh = d_hn[start:stop].copy()
@@ -182,11 +185,9 @@ def _backward(rows, dot_chunk, grads_chunk, x, w_ih, w_hh, w_hh_blocks, lengths,
     n_steps, batch, width = gates.shape
     one = gates.dtype.type(1.0)
     bound = gates.dtype.type(clip_hidden)
-    n_chunks = batch_chunks(n_threads, batch)
-    for chunk in prange(n_chunks):
-        start, stop = chunk_bounds(chunk, n_chunks, batch)
-        call_compiled(rows, (start, stop, w_hh, w_hh_blocks, lengths, reverse, one, bound,
-                             gates, h_prev, extra, d_out, d_hn, d_cn, d_gates, dh0, dc0))
+    launch(rows, batch_chunks(n_threads, batch),
+           pack((w_hh, w_hh_blocks, lengths, reverse, one, bound, gates, h_prev, extra, d_out,
+                 d_hn, d_cn, d_gates, dh0, dc0)))
     d_gates_2d = d_gates.reshape(n_steps * batch, width)
     rows_dot(d_gates_2d, w_ih, dx, False, n_threads, dot_chunk)
     param_grads(d_gates_2d, x, dw_ih, db_ih, n_threads, grads_chunk)
@@ -208,9 +209,7 @@ def _rows_dot(a, b, out, transpose, n_threads, chunk_address):
     """out = a @ b (a @ b.T if `transpose`) with the rows of a split across
     threads; `chunk_address` is _rows_dot_chunk's for these arrays (see
     dot_chunk_address)."""
-    n_chunks = max(1, min(n_threads, a.shape[0]))
-    for chunk in prange(n_chunks):
-        call_compiled(chunk_address, (chunk, n_chunks, a, b, out, transpose))
+    launch(chunk_address, max(1, min(n_threads, a.shape[0])), pack((a, b, out, transpose)))
 
 
 def _rows_dot_chunk(chunk, n_chunks, a, b, out, transpose):
@@ -348,9 +347,8 @@ def _param_grads(d_gates, inputs, d_weight, d_bias, n_threads, chunk_address):
     parts = np.empty((n_chunks - 1 if partial else 0, n_gates, inner), dtype=d_weight.dtype)
     bias_parts = np.zeros((n_chunks if partial else 0, n_gates), dtype=d_bias.dtype)
     for sums in range(2 if partial else 1):
-        for chunk in prange(n_chunks):
-            call_compiled(chunk_address, (chunk, n_chunks, by_rows, sums == 1, d_gates, inputs,
-                                          d_weight, d_bias, parts, bias_parts))
+        launch(chunk_address, n_chunks, pack((by_rows, sums == 1, d_gates, inputs, d_weight,
+                                              d_bias, parts, bias_parts)))
 
 
 def _param_grads_chunk(chunk, n_chunks, by_rows, sums, d_gates, inputs, d_weight, d_bias,
@@ -396,11 +394,31 @@ def _param_grads_one_thread(d_gates, inputs, d_weight, d_bias, n_threads, chunk_
     add_column_sums(d_gates, 0, n_rows, 0, n_gates, d_bias)
 
 
+def _chunk_entry(arity, name, namespace):
+    """What native.launch runs for each chunk: TARGET (in `namespace`) on the
+    `arity` arguments packed at `payload`, of type PAYLOAD. Written out for each
+    arity (numba inlines no call with *args); its code is this file's, so that
+    numba caches it beside the other kernels."""
+    values = ", ".join(f"arguments[{i}]" for i in range(arity))
+    source = (f"def {name}(chunk, n_chunks, payload):\n"
+              f"    arguments = unpack(payload, PAYLOAD)\n"
+              f"    TARGET(chunk, n_chunks, {values})\n")
+    exec(compile(source, __file__, "exec"), namespace)
+    return namespace[name]
+
+
+def _variant(template, variant, launcher):
+    return jit(renamed(template, f"{template.__name__}_{variant}",
+                      dict(globals(), launch=launcher)))
+
+
 param_grads_serial = jit(_param_grads_one_thread)
-param_grads_parallel = jit(_param_grads, parallel=True)
+param_grads_parallel = _variant(_param_grads, "parallel", launch_parallel)
 _VARIANTS = {
-    "serial": {"rows_dot": jit(_rows_dot), "param_grads": param_grads_serial},
-    "parallel": {"rows_dot": jit(_rows_dot, parallel=True), "param_grads": param_grads_parallel},
+    "serial": {"rows_dot": _variant(_rows_dot, "serial", launch_serial),
+               "param_grads": param_grads_serial, "launch": launch_serial},
+    "parallel": {"rows_dot": _variant(_rows_dot, "parallel", launch_parallel),
+                 "param_grads": param_grads_parallel, "launch": launch_parallel},
 }
 
 
@@ -408,19 +426,20 @@ class CellKernels(types.SimpleNamespace):
     """A cell's compiled entry points: forward_serial, forward_parallel,
     backward_serial, backward_parallel (signatures: _forward and _backward; the
     serial ones ignore n_threads), and step_forward, step_backward for the
-    single-step cells (_cell_forward, _cell_backward); and the time loops they
-    call, forward_rows and backward_rows, whose addresses `rows` gives."""
+    single-step cells (_cell_forward, _cell_backward); and the time loops the
+    drivers run, forward_rows and backward_rows (inlined into chunk entries),
+    whose entries' addresses `rows` gives."""
 
     def rows(self, pass_name, dtype, arguments):
-        """The address of the time loop of `pass_name` ("forward" or "backward")
-        for a driver call with these arguments (all arrays C-contiguous and
-        writable, lengths int64, the rest of `dtype`; call_compiled refuses
-        others), compiled on first use."""
+        """The address of the chunk entry of the time loop of `pass_name`
+        ("forward" or "backward") for a driver call with these arguments (all
+        arrays C-contiguous and writable, lengths int64, the rest of `dtype`;
+        native.pack refuses others), compiled on first use."""
         key = (pass_name, dtype)
         address = self.row_addresses.get(key)
         if address is None:
-            address = self.row_addresses[key] = _rows_address(
-                getattr(self, f"{pass_name}_rows"), pass_name, dtype, arguments)
+            address = self.row_addresses[key] = chunk_entry(
+                getattr(self, f"{pass_name}_rows"), _rows_payload(pass_name, dtype, arguments))
         return address
 
 
@@ -435,37 +454,55 @@ _TEMPLATES = {"forward": (_forward, _forward_rows), "backward": (_backward, _bac
 _ADDRESSES = ("rows", "dot_chunk", "grads_chunk")
 
 
-def _rows_address(rows_kernel, pass_name, dtype, arguments):
-    """The time loop's arguments are the driver's of the same names, after its
-    own start and stop."""
+def _rows_payload(pass_name, dtype, arguments):
+    """The type of what a driver packs for its time loop: the loop's arguments
+    after chunk and n_chunks, which are the driver's of the same names."""
     driver, rows = _TEMPLATES[pass_name]
     driver_parameters = [name for name in _parameters(driver) if name not in _ADDRESSES]
     scalar = np.dtype(dtype).type(1)
     taken = tuple(scalar if name in _DRIVER_SCALARS else arguments[driver_parameters.index(name)]
                   for name in _parameters(rows)[2:])
-    chunk_bound = np.intp(0)
-    return compiled_address(rows_kernel, argument_types((chunk_bound, chunk_bound) + taken))
+    return numba_types.Tuple(argument_types(taken))
+
+
+_ENTRY_SIGNATURE = (numba_types.intp, numba_types.intp, numba_types.intp)
+_entries = {}
+
+
+def chunk_entry(target, payload):
+    """The address of the chunk entry (_chunk_entry) that runs `target` (an inlined
+    kernel taking chunk, n_chunks and then the payload's values) on arguments of
+    the numba type `payload`, compiled or loaded from the cache on first use. Its
+    name carries the target's and a hash of the payload type, so that numba's
+    cache keeps each apart."""
+    key = (target.py_func.__name__, str(payload))
+    address = _entries.get(key)
+    if address is None:
+        digest = hashlib.sha256(key[1].encode()).hexdigest()[:12]
+        entry = jit(_chunk_entry(len(payload), f"{key[0]}_{digest}",
+                                 dict(globals(), unpack=unpack, TARGET=target, PAYLOAD=payload)),
+                    cache=True)
+        address = _entries[key] = compiled_address(entry, _ENTRY_SIGNATURE)
+    return address
 
 
 @functools.cache
 def dot_chunk_address(dtype):
-    """The address of _rows_dot_chunk for C-contiguous arrays of `dtype` (see
-    _rows_dot), compiled on first use."""
+    """The chunk entry of _rows_dot_chunk for C-contiguous arrays of `dtype` (see
+    _rows_dot)."""
     matrix = _c_array(dtype, 2)
-    return compiled_address(_chunk_kernel(_rows_dot_chunk), (
-        numba_types.intp, numba_types.intp, matrix, matrix, matrix, numba_types.boolean))
+    return chunk_entry(_shared_chunk_kernel(_rows_dot_chunk), numba_types.Tuple(
+        (matrix, matrix, matrix, numba_types.boolean)))
 
 
 @functools.cache
 def grads_chunk_address(dtype):
-    """The address of _param_grads_chunk for C-contiguous arrays of `dtype` (see
-    _param_grads), compiled on first use: a first inference call compiles none of
-    the weight gradients' code."""
-    index, flag = numba_types.intp, numba_types.boolean
-    matrix = _c_array(dtype, 2)
-    return compiled_address(_chunk_kernel(_param_grads_chunk), (
-        index, index, flag, flag, matrix, matrix, matrix, _c_array(dtype, 1),
-        _c_array(dtype, 3), matrix))
+    """The chunk entry of _param_grads_chunk for C-contiguous arrays of `dtype`
+    (see _param_grads): compiled on first use, so that a first inference call
+    compiles none of the weight gradients' code."""
+    flag, matrix = numba_types.boolean, _c_array(dtype, 2)
+    return chunk_entry(_shared_chunk_kernel(_param_grads_chunk), numba_types.Tuple(
+        (flag, flag, matrix, matrix, matrix, _c_array(dtype, 1), _c_array(dtype, 3), matrix)))
 
 
 def _c_array(dtype, ndim):
@@ -473,9 +510,9 @@ def _c_array(dtype, ndim):
 
 
 @functools.cache
-def _chunk_kernel(template):
+def _shared_chunk_kernel(template):
     stamp = _sources_hash(*_KERNEL_SOURCES)
-    return jit(_bound(template, f"{template.__name__}_{stamp}", globals()), cache=True)
+    return inlined(renamed(template, f"{template.__name__}_{stamp}", globals()))
 
 
 @functools.cache
@@ -483,9 +520,8 @@ def _forward_drivers():
     """The forward drivers, which hold nothing of a cell's (its time loop is an
     argument): one pair for every cell."""
     stamp = _sources_hash(*_KERNEL_SOURCES)
-    return {f"forward_{variant}": jit(_bound(_forward, f"forward_{variant}_{stamp}",
-                                             dict(globals(), **helpers)),
-                                      cache=True, parallel=variant == "parallel")
+    return {f"forward_{variant}": jit(renamed(_forward, f"forward_{variant}_{stamp}",
+                                             dict(globals(), **helpers)), cache=True)
             for variant, helpers in _VARIANTS.items()}
 
 
@@ -498,12 +534,6 @@ def _sources_hash(*paths):
 
 
 _KERNEL_SOURCES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "*.py")))
-
-
-def _bound(template, name, namespace):
-    function = types.FunctionType(template.__code__, namespace, name, template.__defaults__)
-    function.__qualname__ = name
-    return function
 
 
 def instantiate(name, n_gates, cache_width, forward_step, backward_step, recurrent_grads,
@@ -524,17 +554,17 @@ def instantiate(name, n_gates, cache_width, forward_step, backward_step, recurre
                      CACHE_WIDTH=int(cache_width), SCRATCH_COUNT=int(scratch_count),
                      GATED_STATE_BLOCKS=int(gated_state_blocks))
     for helper in (_step_views, _param_views):
-        namespace[helper.__name__] = jit(_bound(helper, f"{name}{helper.__name__}", namespace))
-    kernels = {f"{pass_name}_rows": jit(_bound(template, f"{name}_{pass_name}_rows_{stamp}",
-                                                namespace), cache=True)
+        namespace[helper.__name__] = jit(renamed(helper, f"{name}{helper.__name__}", namespace))
+    kernels = {f"{pass_name}_rows": inlined(renamed(template, f"{name}_{pass_name}_rows_{stamp}",
+                                                   namespace))
                for pass_name, template in (("forward", _forward_rows),
                                            ("backward", _backward_rows))}
     kernels.update(_forward_drivers())
     for variant, helpers in _VARIANTS.items():
         kernels[f"backward_{variant}"] = jit(
-            _bound(_backward, f"{name}_backward_{variant}_{stamp}", dict(namespace, **helpers)),
-            cache=True, parallel=variant == "parallel")
+            renamed(_backward, f"{name}_backward_{variant}_{stamp}", dict(namespace, **helpers)),
+            cache=True)
     for step_name, template in (("step_forward", _cell_forward), ("step_backward", _cell_backward)):
-        kernels[step_name] = jit(_bound(template, f"{name}_{step_name}_{stamp}", namespace),
+        kernels[step_name] = jit(renamed(template, f"{name}_{step_name}_{stamp}", namespace),
                                  cache=True)
     return CellKernels(row_addresses={}, **kernels)
