@@ -6,6 +6,9 @@ need numpy can import this file on machines without torch.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import numpy as np
 from reference import TORCH_CELLS, canonical_cell, gate_count, param_name
 
@@ -286,3 +289,16 @@ def assert_ragged(lengths, seq_len, full):
     assert lengths.min() < seq_len, f"lengths {lengths} are not ragged (T={seq_len})"
     assert (lengths.max() == seq_len) == bool(full), (
         f"lengths {lengths}: max {'should' if full else 'should not'} reach T={seq_len}")
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_asv_suite():
+    """A fresh copy of the asv suite's module, benchmarks/bench_layers.py (its
+    per-process caches start empty)."""
+    path = os.path.join(REPO_ROOT, "benchmarks", "bench_layers.py")
+    spec = importlib.util.spec_from_file_location("bench_layers_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -8,7 +8,6 @@ No timing assertions: a virtual clock or a recorded call stands in for the machi
 
 import argparse
 import gc
-import importlib.util
 import json
 import os
 import re
@@ -19,6 +18,7 @@ import types
 
 import numpy as np
 import pytest
+from helpers import load_asv_suite
 
 import fastrnn
 from fastrnn import bench
@@ -26,18 +26,10 @@ from fastrnn import bench
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_suite():
-    path = os.path.join(REPO_ROOT, "benchmarks", "bench_layers.py")
-    spec = importlib.util.spec_from_file_location("bench_layers_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def suite():
     """A fresh copy of the suite each test: its per-process caches start empty."""
-    return load_suite()
+    return load_asv_suite()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ No timing assertions: the numbers depend on the machine and its load.
 """
 
 import argparse
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import types
 
 import numpy as np
 import pytest
+from helpers import load_asv_suite
 
 import fastrnn
 from fastrnn import bench
@@ -135,11 +135,7 @@ def test_importing_fastrnn_bench_imports_no_peer():
 # ------------------------------------------------------------------ the asv suite
 @pytest.fixture(scope="module")
 def suite():
-    path = os.path.join(REPO_ROOT, "benchmarks", "bench_layers.py")
-    spec = importlib.util.spec_from_file_location("bench_layers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_asv_suite()
 
 
 def test_asv_fastrnn_benchmarks_set_up_and_run_on_tiny(suite):
