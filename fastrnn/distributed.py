@@ -150,8 +150,7 @@ class DataParallel:
                     "allows); aborting the MPI job\n")
                 sys.stderr.flush()
                 # MPI_Abort kills the job at once; the launcher forwards what a rank
-                # wrote only if it is given a moment (without it the message was
-                # lost in 4 of 10 runs on a 2-core machine).
+                # wrote only if it is given a moment.
                 time.sleep(_ABORT_GRACE)
                 self.comm.Abort(1)
             # A collective progresses only while its ranks call Test: spin at first (as

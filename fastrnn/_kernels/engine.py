@@ -407,17 +407,19 @@ def _chunk_entry(arity, name, namespace):
     return namespace[name]
 
 
-def _variant(template, variant, launcher):
-    return jit(renamed(template, f"{template.__name__}_{variant}",
-                      dict(globals(), launch=launcher)))
+def _variant(template, variant, launcher, compile_as=jit):
+    return compile_as(renamed(template, f"{template.__name__}_{variant}",
+                              dict(globals(), launch=launcher)))
 
 
 param_grads_serial = jit(_param_grads_one_thread)
 param_grads_parallel = _variant(_param_grads, "parallel", launch_parallel)
+# _rows_dot is one launch, inlined: compiled on its own, numba made a
+# specialisation for each of the literal `transpose` flags its callers pass.
 _VARIANTS = {
-    "serial": {"rows_dot": _variant(_rows_dot, "serial", launch_serial),
+    "serial": {"rows_dot": _variant(_rows_dot, "serial", launch_serial, inlined),
                "param_grads": param_grads_serial, "launch": launch_serial},
-    "parallel": {"rows_dot": _variant(_rows_dot, "parallel", launch_parallel),
+    "parallel": {"rows_dot": _variant(_rows_dot, "parallel", launch_parallel, inlined),
                  "param_grads": param_grads_parallel, "launch": launch_parallel},
 }
 

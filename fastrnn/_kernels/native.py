@@ -4,9 +4,7 @@ parallel loop every kernel shares.
 A numba kernel that calls another links the callee's whole code into its own and
 LLVM optimises and compiles it again; a parallel loop repeats that for each of
 the functions numba builds around its body (and numba's own passes run for each
-parallel loop). A driver that ran a cell's time loop in a parallel loop thus
-compiled that loop's code four times over, and every parallel loop cost about
-half a second of compile time whatever its body.
+parallel loop, whatever its body).
 
 `call_compiled` calls a kernel compiled (and cached) on its own through its
 address, which the Python caller looks up with `compiled_address`. `launch_serial`
