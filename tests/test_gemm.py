@@ -1,36 +1,83 @@
-"""The weight-gradient products: fastrnn._kernels.gemm (BLAS GEMM on sub-matrices,
-accumulating) and the parameter-gradient kernels built on it, against numpy."""
+"""The kernels' matrix products, fastrnn._kernels.gemm.matmul (BLAS on 2-D arrays
+and their slices, accumulating or not), and the parameter-gradient kernels built
+on it, against numpy."""
 
+import numba
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastrnn._kernels import engine
-from fastrnn._kernels.gemm import accumulate_at_transposed
+from fastrnn._kernels.gemm import matmul
+
+
+@numba.njit
+def _matmul(a, b, out, transpose_a, transpose_b, accumulate):
+    matmul(a, b, out, transpose_a, transpose_b, accumulate)
+
+
+def _operand(rng, shape, dtype, margin):
+    """A random (rows, columns) matrix, as a column slice of a wider array when
+    `margin` > 0: its rows are contiguous, its row stride longer than a row."""
+    wide = rng.standard_normal((shape[0], shape[1] + 2 * margin)).astype(dtype)
+    return wide[:, margin:margin + shape[1]]
+
+
+@settings(max_examples=60)
+@given(dtype=st.sampled_from([np.float32, np.float64]),
+       rows=st.integers(0, 9), inner=st.integers(0, 7), columns=st.integers(0, 9),
+       transpose_a=st.booleans(), transpose_b=st.booleans(), accumulate=st.booleans(),
+       margins=st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(0, 2)),
+       seed=st.integers(0, 2**16))
+def test_matmul_matches_numpy(dtype, rows, inner, columns, transpose_a, transpose_b, accumulate,
+                              margins, seed):
+    """Every flag, one-row and one-column outputs (GEMV), an empty inner
+    dimension, and operands that are column slices of wider arrays."""
+    rng = np.random.default_rng(seed)
+    a = _operand(rng, (inner, rows) if transpose_a else (rows, inner), dtype, margins[0])
+    b = _operand(rng, (columns, inner) if transpose_b else (inner, columns), dtype, margins[1])
+    out = _operand(rng, (rows, columns), dtype, margins[2])
+    product = (a.T if transpose_a else a).astype(np.float64) @ (b.T if transpose_b else b)
+    expected = out + product if accumulate else product
+    kept_a, kept_b = a.copy(), b.copy()
+    _matmul(a, b, out, transpose_a, transpose_b, accumulate)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
+    np.testing.assert_array_equal(a, kept_a)
+    np.testing.assert_array_equal(b, kept_b)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("rows, gates, inner, row0, row1, col0, columns", [
-    (10, 12, 5, 0, 10, 0, 12), (10, 12, 5, 3, 8, 4, 5), (7, 3, 2, 0, 7, 1, 2),
-    (100, 384, 64, 20, 100, 128, 128), (6, 4, 3, 2, 2, 0, 4), (5, 9, 1, 0, 5, 8, 1),
-])
-def test_accumulate_at_transposed_matches_numpy(dtype, rows, gates, inner, row0, row1, col0,
-                                                columns):
-    rng = np.random.default_rng(rows + gates)
-    left = rng.standard_normal((rows, gates)).astype(dtype)
-    right = rng.standard_normal((rows, inner)).astype(dtype)
-    out = rng.standard_normal((gates, inner)).astype(dtype)
-    expected = out.copy()
-    expected[col0:col0 + columns] += left[row0:row1, col0:col0 + columns].T @ right[row0:row1]
-    accumulate_at_transposed(left, right, out, row0, row1, col0, columns)
-    rtol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(out, expected, rtol=rtol, atol=rtol)
+@pytest.mark.parametrize("flags", [(ta, tb, acc) for ta in (False, True) for tb in (False, True)
+                                   for acc in (False, True)])
+@pytest.mark.parametrize("rows, inner, columns", [(1, 5, 7), (6, 5, 1), (1, 4, 1)])
+def test_matmul_gemv_paths_match_numpy(dtype, flags, rows, inner, columns):
+    """One row or one column of output (the GEMV calls) under every flag."""
+    transpose_a, transpose_b, accumulate = flags
+    test_matmul_matches_numpy.hypothesis.inner_test(
+        dtype, rows, inner, columns, transpose_a, transpose_b, accumulate, (0, 0, 0), rows + inner)
 
 
-def test_accumulate_at_transposed_refuses_non_contiguous_arrays():
-    """It indexes raw data pointers, which only C-contiguous arrays make right."""
-    left = np.ones((6, 8))
-    with pytest.raises(ValueError, match="C-contiguous"):
-        accumulate_at_transposed(left[:, ::2], np.ones((6, 3)), np.ones((4, 3)), 0, 6, 0, 4)
+def test_matmul_leaves_the_output_outside_its_slice_alone():
+    wide = np.full((4, 9), 7.0)
+    _matmul(np.ones((4, 3)), np.ones((3, 5)), wide[:, 2:7], False, False, True)
+    np.testing.assert_array_equal(wide[:, 2:7], 10.0)
+    np.testing.assert_array_equal(wide[:, :2], 7.0)
+    np.testing.assert_array_equal(wide[:, 7:], 7.0)
+
+
+def test_matmul_refuses_rows_that_are_not_contiguous():
+    """It hands BLAS row strides only: a column stride would be read wrong."""
+    with pytest.raises(ValueError, match="rows must be contiguous"):
+        _matmul(np.ones((6, 8))[:, ::2], np.ones((4, 3)), np.ones((6, 3)), False, False, False)
+
+
+@pytest.mark.parametrize("a_shape, b_shape, out_shape", [
+    ((3, 4), (5, 2), (3, 2)), ((3, 4), (4, 2), (3, 3)), ((3, 4), (4, 2), (2, 2))])
+def test_matmul_refuses_shapes_that_do_not_match(a_shape, b_shape, out_shape):
+    with pytest.raises(ValueError, match="shapes do not match"):
+        _matmul(np.ones(a_shape), np.ones(b_shape), np.ones(out_shape), False, False, False)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -3,6 +3,7 @@
 import types
 
 import numba
+from numba.extending import register_jitable
 
 # fastmath flags that allow reassociation and FMA contraction but keep IEEE
 # NaN/inf semantics ("nnan"/"ninf" are deliberately absent), so a NaN in the
@@ -20,9 +21,25 @@ def jit(function, *, parallel=False, cache=False):
     return numba.njit(fastmath=FASTMATH, parallel=parallel, cache=cache, **_COMMON)(function)
 
 
+def called_by_address(function):
+    """`function` compiled and cached without a Python entry point, for kernels
+    that are only ever called through their address (native.call_compiled):
+    numba then builds no wrapper for it, and the helpers it calls compile with
+    the same flags as when other helpers call them, so once for both."""
+    return numba.njit(fastmath=FASTMATH, cache=True, no_cpython_wrapper=True, **_COMMON)(function)
+
+
 def inlined(function):
     """`function` compiled into each caller at numba's level: no code of its own."""
     return numba.njit(fastmath=FASTMATH, inline="always", **_COMMON)(function)
+
+
+def helper(function):
+    """`function` compiled for kernels to call, once per argument types: numba
+    compiles a jitted function again for each literal flag a caller passes
+    (matmul(..., True) and matmul(..., False)); its overloads, as this is, try
+    the ordinary types first. Called from Python, it runs as plain Python."""
+    return register_jitable(fastmath=FASTMATH, **_COMMON)(function)
 
 
 def gate_math(function):

@@ -12,7 +12,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from ._jit import kernel
+from ._jit import helper
 
 # Odd/even minimax coefficients of tanh(x) ~ x * P(x^2) / Q(x^2) on |x| <= 7.9053
 # (the float32 rational approximation published with the Eigen library).
@@ -30,7 +30,7 @@ _B4 = np.float32(1.18534705686654e-04)
 _B6 = np.float32(1.19825839466702e-06)
 
 
-@kernel
+@helper
 def _tanh_float32(x):
     # min/max written as selects keep NaN: a NaN compares false and passes through.
     x = _CLAMP if x > _CLAMP else x
@@ -50,12 +50,12 @@ def _tanh_float32(x):
     return x * p / q
 
 
-@kernel
+@helper
 def _sigmoid_float32(x):
     return np.float32(0.5) + np.float32(0.5) * _tanh_float32(np.float32(0.5) * x)
 
 
-@kernel
+@helper
 def _sigmoid_exact(x):
     # exp(-x) overflows to inf for very negative x, giving exactly 0: no NaN.
     return 1.0 / (1.0 + np.exp(-x))

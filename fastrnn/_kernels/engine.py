@@ -43,13 +43,12 @@ import numba
 import numpy as np
 from numba.core import types as numba_types
 
-from ._jit import inlined, jit, renamed
-from .gemm import accumulate_at_transposed
+from ._jit import called_by_address, helper, inlined, jit, renamed
+from .gemm import matmul
 from .native import argument_types, compiled_address, launch_parallel, launch_serial, pack, unpack
 from .sequence import (
     add_column_sums,
     batch_chunks,
-    block_scratch,
     blocked_product,
     chunk_bounds,
     clamp,
@@ -138,7 +137,6 @@ def _backward_rows(chunk, n_chunks, w_hh, w_hh_blocks, lengths, reverse, one, bo
     d_total = np.empty_like(dh)
     recurrent = np.empty_like(dh)
     cell_scratch = np.empty((SCRATCH_COUNT, rows, hidden), dtype=gates.dtype)
-    block_buffers = block_scratch(rows, w_hh_blocks)
     # This slice's recurrent-side gate gradients at one step, for cells whose
     # differ from the input side's (kept for the whole sequence in d_gates).
     d_hidden = np.zeros((rows, gates.shape[2] if RECURRENT_GRADS_DIFFER else 0),
@@ -158,10 +156,9 @@ def _backward_rows(chunk, n_chunks, w_hh, w_hh_blocks, lengths, reverse, one, bo
                            extra, d_gates, d_hidden, dh, dc, w_hh, cell_scratch)
         # dh_{t-1} (+)= dG_t W_hh; padded rows have dG = 0 and keep their dh.
         if RECURRENT_GRADS_DIFFER:
-            blocked_product(d_hidden, w_hh, w_hh_blocks, recurrent, block_buffers)
+            blocked_product(d_hidden, w_hh, w_hh_blocks, recurrent)
         else:
-            blocked_product(d_gates[t, start:stop], w_hh, w_hh_blocks, recurrent,
-                            block_buffers)
+            blocked_product(d_gates[t, start:stop], w_hh, w_hh_blocks, recurrent)
         for row in range(rows):
             if t < lengths[start + row]:
                 if DIRECT_STATE_PATH:
@@ -214,10 +211,7 @@ def _rows_dot(a, b, out, transpose, n_threads, chunk_address):
 
 def _rows_dot_chunk(chunk, n_chunks, a, b, out, transpose):
     start, stop = chunk_bounds(chunk, n_chunks, a.shape[0])
-    if transpose:
-        np.dot(a[start:stop], b.T, out[start:stop])
-    else:
-        np.dot(a[start:stop], b, out[start:stop])
+    matmul(a[start:stop], b, out[start:stop], False, transpose, False)
 
 
 def step_work_size(batch, input_size, hidden, n_gates, cache_width, scratch_count):
@@ -279,8 +273,8 @@ def _cell_forward(x, params, lengths, h, c, work, h1, c1):
     copy_rows(c, c1, 0)
     for k in range(bias.shape[0]):
         bias[k] = b_ih[k] + b_hh[k]
-    np.dot(x, w_ih.T, gates[0])
-    np.dot(h, w_hh.T, recurrent)
+    matmul(x, w_ih, gates[0], False, True, False)
+    matmul(h, w_hh, recurrent, False, True, False)
     cell_forward_step(0, 0, batch, lengths, x.dtype.type(1.0), gates, recurrent, bias, b_ih,
                       b_hh, h1, c1, extra, True, h1.reshape((1, batch, hidden)), w_hh, scratch)
 
@@ -300,24 +294,24 @@ def _cell_backward(params, grads, lengths, d_h1, d_c1, work, input_size, dx, dh,
                        w_hh, scratch)
     through_weight = d_total  # free once the cell's step has read it
     if RECURRENT_GRADS_DIFFER:
-        np.dot(d_hidden, w_hh, through_weight)
+        matmul(d_hidden, w_hh, through_weight, False, False, False)
     else:
-        np.dot(d_gates[0], w_hh, through_weight)
+        matmul(d_gates[0], w_hh, through_weight, False, False, False)
     for row in range(batch):
         for j in range(hidden):
             if DIRECT_STATE_PATH:
                 dh[row, j] += through_weight[row, j]
             else:
                 dh[row, j] = through_weight[row, j]
-    np.dot(d_gates[0], w_ih, dx)
+    matmul(d_gates[0], w_ih, dx, False, False, False)
     width = d_gates.shape[2]
-    accumulate_at_transposed(d_gates[0], x_kept, dw_ih, 0, batch, 0, width)
+    matmul(d_gates[0], x_kept, dw_ih, True, False, True)
     add_column_sums(d_gates[0], 0, batch, 0, width, db_ih)
     cell_recurrent_grads(d_gates, gates)
     first = width - GATED_STATE_BLOCKS * hidden
-    accumulate_at_transposed(d_gates[0], h_kept, dw_hh, 0, batch, 0, first)
+    matmul(d_gates[0][:, :first], h_kept, dw_hh[:first], True, False, True)
     if GATED_STATE_BLOCKS:
-        accumulate_at_transposed(d_gates[0], extra[0], dw_hh, 0, batch, first, width - first)
+        matmul(d_gates[0][:, first:], extra[0], dw_hh[first:], True, False, True)
     add_column_sums(d_gates[0], 0, batch, 0, width, db_hh)
 
 
@@ -362,11 +356,11 @@ def _param_grads_chunk(chunk, n_chunks, by_rows, sums, d_gates, inputs, d_weight
         units = (n_gates + 15) // 16
         start, stop = chunk_bounds(chunk, n_chunks, units)
         start, stop = min(16 * start, n_gates), min(16 * stop, n_gates)
-        accumulate_at_transposed(d_gates, inputs, d_weight, 0, n_rows, start, stop - start)
+        matmul(d_gates[:, start:stop], inputs, d_weight[start:stop], True, False, True)
         add_column_sums(d_gates, 0, n_rows, start, stop, d_bias)
         return
     if n_chunks == 1:
-        accumulate_at_transposed(d_gates, inputs, d_weight, 0, n_rows, 0, n_gates)
+        matmul(d_gates, inputs, d_weight, True, False, True)
         add_column_sums(d_gates, 0, n_rows, 0, n_gates, d_bias)
         return
     if sums:
@@ -380,9 +374,9 @@ def _param_grads_chunk(chunk, n_chunks, by_rows, sums, d_gates, inputs, d_weight
         return
     start, stop = chunk_bounds(chunk, n_chunks, n_rows)
     if chunk == 0:
-        accumulate_at_transposed(d_gates, inputs, d_weight, start, stop, 0, n_gates)
+        matmul(d_gates[start:stop], inputs[start:stop], d_weight, True, False, True)
     else:
-        np.dot(d_gates[start:stop].T, inputs[start:stop], parts[chunk - 1])
+        matmul(d_gates[start:stop], inputs[start:stop], parts[chunk - 1], True, False, False)
     add_column_sums(d_gates, start, stop, 0, n_gates, bias_parts[chunk])
 
 
@@ -390,7 +384,7 @@ def _param_grads_one_thread(d_gates, inputs, d_weight, d_bias, n_threads, chunk_
     """_param_grads on one thread (n_threads and chunk_address are ignored): without the splits,
     whose code took a second of every cold serial compile."""
     n_rows, n_gates = d_gates.shape
-    accumulate_at_transposed(d_gates, inputs, d_weight, 0, n_rows, 0, n_gates)
+    matmul(d_gates, inputs, d_weight, True, False, True)
     add_column_sums(d_gates, 0, n_rows, 0, n_gates, d_bias)
 
 
@@ -414,12 +408,10 @@ def _variant(template, variant, launcher, compile_as=jit):
 
 param_grads_serial = jit(_param_grads_one_thread)
 param_grads_parallel = _variant(_param_grads, "parallel", launch_parallel)
-# _rows_dot is one launch, inlined: compiled on its own, numba made a
-# specialisation for each of the literal `transpose` flags its callers pass.
 _VARIANTS = {
-    "serial": {"rows_dot": _variant(_rows_dot, "serial", launch_serial, inlined),
+    "serial": {"rows_dot": _variant(_rows_dot, "serial", launch_serial, helper),
                "param_grads": param_grads_serial, "launch": launch_serial},
-    "parallel": {"rows_dot": _variant(_rows_dot, "parallel", launch_parallel, inlined),
+    "parallel": {"rows_dot": _variant(_rows_dot, "parallel", launch_parallel, helper),
                  "param_grads": param_grads_parallel, "launch": launch_parallel},
 }
 
@@ -481,9 +473,8 @@ def chunk_entry(target, payload):
     address = _entries.get(key)
     if address is None:
         digest = hashlib.sha256(key[1].encode()).hexdigest()[:12]
-        entry = jit(_chunk_entry(len(payload), f"{key[0]}_{digest}",
-                                 dict(globals(), unpack=unpack, TARGET=target, PAYLOAD=payload)),
-                    cache=True)
+        entry = called_by_address(_chunk_entry(len(payload), f"{key[0]}_{digest}", dict(
+            globals(), unpack=unpack, TARGET=target, PAYLOAD=payload)))
         address = _entries[key] = compiled_address(entry, _ENTRY_SIGNATURE)
     return address
 
@@ -555,8 +546,8 @@ def instantiate(name, n_gates, cache_width, forward_step, backward_step, recurre
                      DIRECT_STATE_PATH=bool(direct_state_path), N_GATES=int(n_gates),
                      CACHE_WIDTH=int(cache_width), SCRATCH_COUNT=int(scratch_count),
                      GATED_STATE_BLOCKS=int(gated_state_blocks))
-    for helper in (_step_views, _param_views):
-        namespace[helper.__name__] = jit(renamed(helper, f"{name}{helper.__name__}", namespace))
+    for view in (_step_views, _param_views):
+        namespace[view.__name__] = helper(renamed(view, f"{name}{view.__name__}", namespace))
     kernels = {f"{pass_name}_rows": inlined(renamed(template, f"{name}_{pass_name}_rows_{stamp}",
                                                    namespace))
                for pass_name, template in (("forward", _forward_rows),

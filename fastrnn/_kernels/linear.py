@@ -5,16 +5,15 @@ the recurrent kernels: numpy's separate OpenBLAS would keep a second pool of
 spinning threads competing for the same cores.
 """
 
-import numpy as np
 
 from ._jit import kernel
-from .gemm import accumulate_at_transposed
+from .gemm import matmul
 from .sequence import add_column_sums
 
 
 @kernel
 def linear_forward(features, weight, bias, out):
-    np.dot(features, weight.T, out)
+    matmul(features, weight, out, False, True, False)
     for row in range(out.shape[0]):
         for col in range(out.shape[1]):
             out[row, col] += bias[col]
@@ -24,6 +23,6 @@ def linear_forward(features, weight, bias, out):
 def linear_backward(d_out, features, weight, d_weight, d_bias, d_features):
     """Accumulates d_weight and d_bias; writes d_features."""
     n_rows, n_out = d_out.shape
-    accumulate_at_transposed(d_out, features, d_weight, 0, n_rows, 0, n_out)
+    matmul(d_out, features, d_weight, True, False, True)
     add_column_sums(d_out, 0, n_rows, 0, n_out, d_bias)
-    np.dot(d_out, weight, d_features)
+    matmul(d_out, weight, d_features, False, False, False)

@@ -7,23 +7,24 @@ BLAS on its own slice and writing its own slab of output: no races, no atomics.
 import numpy as np
 from numba import prange
 
-from ._jit import kernel, parallel_kernel
+from ._jit import helper, kernel, parallel_kernel
+from .gemm import matmul
 
 
-@kernel
+@helper
 def time_index(step, n_steps, reverse):
     """Time index of processing step `step`: the reverse direction walks T-1..0."""
     return n_steps - 1 - step if reverse else step
 
 
-@kernel
+@helper
 def clamp(value, bound):
     """value limited to [-bound, bound]; NaN passes through (it compares false)."""
     value = bound if value > bound else value
     return -bound if value < -bound else value
 
 
-@kernel
+@helper
 def transpose_into(src, dst):
     """dst = src.T for a small matrix, in 16 x 16 tiles."""
     rows, cols = src.shape
@@ -36,7 +37,7 @@ def transpose_into(src, dst):
                     dst[col, row] = src[row, col]
 
 
-@kernel
+@helper
 def copy_rows(src, dst, start):
     """dst[start:start + len(src)] = src, element by element: numba's slice
     assignment checks shapes with a formatted error message whose compilation
@@ -46,7 +47,7 @@ def copy_rows(src, dst, start):
             dst[start + row, col] = src[row, col]
 
 
-@kernel
+@helper
 def copy_columns(matrix, col0, col1):
     """A new C-contiguous copy of matrix[:, col0:col1] (a 2-D array)."""
     rows = matrix.shape[0]
@@ -57,48 +58,34 @@ def copy_columns(matrix, col0, col1):
     return out
 
 
-@kernel
+@helper
 def product_scratch(h, width, w_blocks):
     """Scratch for recurrent_product: (H, B) and (G, B) for the weight-major
     product, which is used only without blocks and for a batch small against a
     large hidden size (there h @ W_hh^T makes BLAS repack the whole weight every
     step; (W_hh h^T)^T does not, and ran 1.7x faster with its transposes included
-    for (16, 1024) x (1024, 4096)); and block_scratch's buffers."""
+    for (16, 1024) x (1024, 4096)); else both empty."""
     rows, hidden = h.shape
-    blocks = block_scratch(rows, w_blocks)
     if w_blocks.shape[0] == 0 and rows * 16 <= hidden and hidden >= 512:
-        return (np.empty((hidden, rows), dtype=h.dtype), np.empty((width, rows), dtype=h.dtype),
-                blocks)
-    return np.empty((0, rows), dtype=h.dtype), np.empty((0, rows), dtype=h.dtype), blocks
+        return np.empty((hidden, rows), dtype=h.dtype), np.empty((width, rows), dtype=h.dtype)
+    return np.empty((0, rows), dtype=h.dtype), np.empty((0, rows), dtype=h.dtype)
 
 
-@kernel
+@helper
 def recurrent_product(h, w_hh, w_hh_t, w_blocks, out, scratch):
     """out = h @ W_hh^T: weight-major (from w_hh (G, H) as stored), blocked (from
     w_blocks), on the contiguous copy w_hh_t (H, G), or, where that is empty
-    (0, G), on the transposed view of w_hh (see product_scratch)."""
-    h_t, out_t, blocks = scratch
+    (0, G), on w_hh transposed by BLAS (see product_scratch)."""
+    h_t, out_t = scratch
     if out_t.shape[0] != 0:
         transpose_into(h, h_t)
-        np.dot(w_hh, h_t, out_t)
+        matmul(w_hh, h_t, out_t, False, False, False)
         transpose_into(out_t, out)
         return
     if w_blocks.shape[0] == 0 and w_hh_t.shape[0] == 0:
-        np.dot(h, w_hh.T, out)
+        matmul(h, w_hh, out, False, True, False)
         return
-    blocked_product(h, w_hh_t, w_blocks, out, blocks)
-
-
-@kernel
-def block_scratch(rows, w_blocks):
-    """Scratch for blocked_product: a contiguous copy of one K-chunk of the left
-    operand (rows, k) and the blocks' products (n, rows, d); each is empty where
-    the blocks do not need it."""
-    n_k, n_n, k_width, width = w_blocks.shape
-    chunk = np.empty((rows, k_width if n_k > 1 else 0), dtype=w_blocks.dtype)
-    if n_k > 1 or n_n > 1:
-        return chunk, np.empty((n_n, rows, width), dtype=w_blocks.dtype)
-    return chunk, np.empty((0, rows, 0), dtype=w_blocks.dtype)
+    blocked_product(h, w_hh_t, w_blocks, out)
 
 
 @kernel
@@ -156,8 +143,8 @@ def fill_weight_blocks_parallel(w, transposed, blocks, n_threads):
                            n_rows if chunk == n_chunks - 1 else 16 * last)
 
 
-@kernel
-def blocked_product(a, w, w_blocks, out, scratch):
+@helper
+def blocked_product(a, w, w_blocks, out):
     """out = a @ w (K, N), through w_blocks (n_k, n_n, k, d) unless that is empty:
     w cut into n_k row chunks of k and n_n column blocks of d, each contiguous.
 
@@ -165,51 +152,27 @@ def blocked_product(a, w, w_blocks, out, scratch):
     small-matrix kernels, which skip packing the weight; a packed GEMM repacks
     the whole weight on every step (per-step products 1.5-3x faster blocked;
     cutting K as well, for BPTT's dh = dG W_hh at large H, 950 -> 615 us).
+    Each block writes (the first row chunk) or adds its product into its
+    columns of out.
     """
     n_k, n_n, k_width, width = w_blocks.shape
     if n_k == 0:
-        np.dot(a, w, out)
-        return
-    if n_k == 1 and n_n == 1:
-        np.dot(a, w_blocks[0, 0], out)
-        return
-    chunk, block_out = scratch
-    if n_k == 1:
-        _block_products(a, w_blocks[0], out, block_out, False)
+        matmul(a, w, out, False, False, False)
         return
     for k_block in range(n_k):
-        base = k_block * k_width
-        for row in range(a.shape[0]):
-            for j in range(k_width):
-                chunk[row, j] = a[row, base + j]
-        _block_products(chunk, w_blocks[k_block], out, block_out, k_block > 0)
+        left = a[:, k_block * k_width:(k_block + 1) * k_width]
+        for n_block in range(n_n):
+            matmul(left, w_blocks[k_block, n_block], out[:, n_block * width:(n_block + 1) * width],
+                   False, False, k_block > 0)
 
 
-@kernel
-def _block_products(left, column_blocks, out, block_out, accumulate):
-    """out (+)= left @ the column blocks (n, k, d) laid side by side."""
-    rows = left.shape[0]
-    width = column_blocks.shape[2]
-    for block in range(column_blocks.shape[0]):
-        np.dot(left, column_blocks[block], block_out[block])
-        base = block * width
-        if accumulate:
-            for row in range(rows):
-                for j in range(width):
-                    out[row, base + j] += block_out[block, row, j]
-        else:
-            for row in range(rows):
-                for j in range(width):
-                    out[row, base + j] = block_out[block, row, j]
-
-
-@kernel
+@helper
 def chunk_bounds(chunk, n_chunks, rows):
     """Rows [start, stop) of slice `chunk`: near-equal slices, one per thread."""
     return chunk * rows // n_chunks, (chunk + 1) * rows // n_chunks
 
 
-@kernel
+@helper
 def batch_chunks(n_threads, batch):
     """How many batch slices the recurrence runs on (each needs at least one row)."""
     return max(1, min(n_threads, batch))
@@ -217,7 +180,10 @@ def batch_chunks(n_threads, batch):
 
 @kernel
 def add_column_sums(matrix, row0, row1, col0, col1, out):
-    """out[col0:col1] += column sums of matrix[row0:row1, col0:col1]."""
+    """out[col0:col1] += column sums of matrix[row0:row1, col0:col1].
+
+    A kernel, not a helper: compiled as a helper, its loop made the LSTM's
+    BPTT at the mid shape 25% slower (8.7 against 7.0 ms)."""
     for row in range(row0, row1):
         for col in range(col0, col1):
             out[col] += matrix[row, col]

@@ -17,10 +17,10 @@ the extra cache, the input of W_hn's gradient. In both, h_{t-1} reaches h_t
 directly through z; reset before, also through r * h_{t-1}.
 """
 
-import numpy as np
 
 from .._kernels._jit import gate_math
 from .._kernels.activations import sigmoid, tanh
+from .._kernels.gemm import matmul
 from . import same_recurrent_grads, spec
 
 
@@ -105,7 +105,7 @@ def _reset_before_forward_step(t, start, stop, lengths, one, gates, recurrent, b
             gates[t, b, k] = sigmoid(gates[t, b, k] + recurrent[row, k] + bias[k])
         for j in range(hidden):
             gated[row, j] = gates[t, b, j] * h[row, j]
-    np.dot(gated, w_hh[2 * hidden:].T, product)  # W_hn (r * h_{t-1})
+    matmul(gated, w_hh[2 * hidden:], product, False, True, False)  # W_hn (r * h_{t-1})
     for row in range(stop - start):
         b = start + row
         if t >= lengths[b]:
@@ -147,7 +147,7 @@ def _reset_before_backward_step(t, start, stop, lengths, one, d_total, gates, h_
             d_hidden[row, 2 * hidden + j] = 0.0  # reaches h_{t-1} through r * h, below
             d_pre_n[row, j] = d_n
             dh[row, j] = d_total[row, j] * z_gate
-    np.dot(d_pre_n, w_hh[2 * hidden:], d_gated)  # dL/d(r * h_{t-1})
+    matmul(d_pre_n, w_hh[2 * hidden:], d_gated, False, False, False)  # dL/d(r * h_{t-1})
     for row in range(stop - start):
         b = start + row
         if t >= lengths[b]:
