@@ -1,6 +1,11 @@
 """fastrnn._kernels.native: kernels calling kernels compiled on their own through
 their addresses, and the layers' arrays that reach such calls."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -144,3 +149,42 @@ def test_parallel_launch_runs_its_chunks_on_different_threads():
         assert list(ids) == [0, 0]
     finally:
         numba.set_num_threads(previous)
+
+
+_PURE_PYTHON_SCRIPT = """
+import json, sys
+import numpy as np
+import fastrnn
+results = {}
+for cell in ("rnn", "lstm", "gru", "gru_reset_before"):
+    layer = fastrnn.layers.layer_for_cell(cell, 3, 4, num_layers=2, bidirectional=True,
+                                          dtype="float64", seed=1)
+    x = np.random.default_rng(2).standard_normal((5, 2, 3))
+    out = layer(x, lengths=np.array([5, 3]))[0]
+    layer.backward(np.cos(out))
+    dx = layer.backward(np.cos(out))[0]  # the gradients accumulate over both
+    results[cell] = {"out": out.tolist(), "dx": dx.tolist(),
+                     **{name: grad.tolist() for name, grad in layer.grads.items()}}
+json.dump(results, sys.stdout)
+"""
+
+
+def test_a_pure_python_run_computes_what_the_kernels_do(tmp_path):
+    """Under NUMBA_DISABLE_JIT (the line-coverage run) the launcher, pack/unpack and
+    matmul have pure-Python stand-ins: outputs and every gradient of each cell, two
+    layers, both directions, ragged lengths, gradients accumulated over two calls, float64
+    (float32's tanh differs by design), against this process's kernels."""
+    script = tmp_path / "pure_python.py"
+    script.write_text(_PURE_PYTHON_SCRIPT)
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert run.returncode == 0, run.stderr
+    pure = json.loads(run.stdout)
+    namespace = {}
+    exec(_PURE_PYTHON_SCRIPT.replace("json.dump(results, sys.stdout)", ""), namespace)
+    for cell, compiled in namespace["results"].items():
+        assert pure[cell].keys() == compiled.keys()
+        for name, values in compiled.items():
+            np.testing.assert_allclose(pure[cell][name], values, rtol=1e-10, atol=1e-12,
+                                       err_msg=f"{cell} {name}")

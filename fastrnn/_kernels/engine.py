@@ -469,7 +469,7 @@ def chunk_entry(target, payload):
     the numba type `payload`, compiled or loaded from the cache on first use. Its
     name carries the target's and a hash of the payload type, so that numba's
     cache keeps each apart."""
-    key = (target.py_func.__name__, str(payload))
+    key = (getattr(target, "py_func", target).__name__, str(payload))
     address = _entries.get(key)
     if address is None:
         digest = hashlib.sha256(key[1].encode()).hexdigest()[:12]

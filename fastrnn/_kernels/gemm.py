@@ -13,6 +13,7 @@ Like np.dot, a product with a single row or column of output goes to GEMV,
 which OpenBLAS runs faster than a one-row GEMM.
 """
 
+import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -141,3 +142,19 @@ def _matmul(a, b, out, transpose_a, transpose_b, accumulate):
     if status != 0:
         raise RuntimeError("matmul: the BLAS could not be called")
 
+
+if numba.config.DISABLE_JIT:
+    def matmul(a, b, out, transpose_a, transpose_b, accumulate):  # noqa: F811
+        """matmul in pure Python (a coverage run), on numpy, with its checks."""
+        left, right = (a.T if transpose_a else a), (b.T if transpose_b else b)
+        if left.shape[1] != right.shape[0] or out.shape != (left.shape[0], right.shape[1]):
+            raise ValueError("matmul: the operands' shapes do not match")
+        if out.size == 0:
+            return
+        for matrix in (a, b, out) if left.shape[1] else ():
+            if matrix.shape[1] > 1 and matrix.strides[1] != matrix.itemsize:
+                raise ValueError("matmul: every operand's rows must be contiguous")
+        if accumulate:
+            out += left @ right
+        else:
+            out[...] = left @ right

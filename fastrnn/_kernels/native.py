@@ -115,5 +115,20 @@ def _launch(entry, n_chunks, payload):
         call_compiled(entry, (chunk, n_chunks, payload))
 
 
+if numba.config.DISABLE_JIT:
+    # Pure Python (a coverage run): an "address" is the chunk function itself and
+    # a packed payload the tuple.
+    def call_compiled(address, arguments):  # noqa: F811
+        address(*arguments)
+
+    def pack(arguments):  # noqa: F811
+        return arguments
+
+    def unpack(address, payload_type):  # noqa: F811
+        return address
+
+    def compiled_address(dispatcher, types_of_arguments):  # noqa: F811
+        return dispatcher
+
 launch_serial = kernel(renamed(_launch, "launch_serial", globals()))
 launch_parallel = parallel_kernel(renamed(_launch, "launch_parallel", globals()))
