@@ -7,7 +7,8 @@ writes its result (accumulating needed a temporary the size of the output) and
 compiles about half a second of shape checks and dispatch into every kernel
 that calls it. `matmul` takes any 2-D array whose rows are contiguous, passing
 the row stride as BLAS's leading dimension, and can accumulate; it is compiled
-once for each layout of its operands, whatever flags its callers pass.
+once per dtype, whatever the layouts of its operands and the flags its callers
+pass.
 
 Like np.dot, a product with a single row or column of output goes to GEMV,
 which OpenBLAS runs faster than a one-row GEMM.
@@ -38,6 +39,8 @@ _xxgemv = types.ExternalFunction("numba_xxgemv", types.intc(
 _NO_TRANSPOSE = 110  # ord("n")
 _TRANSPOSE = 116     # ord("t")
 _C_INT_MAX = 2**31 - 1  # scipy's BLAS takes 32-bit sizes
+_SHAPES_DIFFER = "matmul: the operands' shapes do not match"
+_ROWS_NOT_CONTIGUOUS = "matmul: every operand's rows must be contiguous"
 
 
 @intrinsic
@@ -70,7 +73,7 @@ def _leading_dimension(matrix):
     only one row, which BLAS never steps over)."""
     rows, columns = matrix.shape
     if columns > 1 and matrix.strides[1] != matrix.itemsize:
-        raise ValueError("matmul: every operand's rows must be contiguous")
+        raise ValueError(_ROWS_NOT_CONTIGUOUS)
     if rows <= 1:
         return max(1, columns)
     return matrix.strides[0] // matrix.itemsize
@@ -110,7 +113,7 @@ def _matmul(a, b, out, transpose_a, transpose_b, accumulate):
     b_inner = b.shape[1] if transpose_b else b.shape[0]
     columns = b.shape[0] if transpose_b else b.shape[1]
     if inner != b_inner or out.shape[0] != rows or out.shape[1] != columns:
-        raise ValueError("matmul: the operands' shapes do not match")
+        raise ValueError(_SHAPES_DIFFER)
     if rows == 0 or columns == 0:
         return
     if inner == 0:
@@ -148,12 +151,12 @@ if numba.config.DISABLE_JIT:
         """matmul in pure Python (a coverage run), on numpy, with its checks."""
         left, right = (a.T if transpose_a else a), (b.T if transpose_b else b)
         if left.shape[1] != right.shape[0] or out.shape != (left.shape[0], right.shape[1]):
-            raise ValueError("matmul: the operands' shapes do not match")
+            raise ValueError(_SHAPES_DIFFER)
         if out.size == 0:
             return
         for matrix in (a, b, out) if left.shape[1] else ():
             if matrix.shape[1] > 1 and matrix.strides[1] != matrix.itemsize:
-                raise ValueError("matmul: every operand's rows must be contiguous")
+                raise ValueError(_ROWS_NOT_CONTIGUOUS)
         if accumulate:
             out += left @ right
         else:
