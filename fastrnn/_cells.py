@@ -27,6 +27,7 @@ def _recurrent_weight(w_hh):
 _SMALL_WEIGHT = 1 << 14
 _MIN_STEPS_FOR_COPY = 16
 _MIN_BLOCK = 32
+_COMPILED_FILL_SIZE = 1 << 17  # smaller weights numpy copies as fast: no kernel to compile
 _PARALLEL_COPY_SIZE = 1 << 18  # weights from about (1024, 256) up are copied by all threads
 
 
@@ -64,19 +65,28 @@ def _weight_blocks(w, rows, n_steps, blocked, threads=1):
         return _no_blocks(inner, w.dtype)
     k_width, width = shape
     blocks = np.empty((inner // k_width, columns // width, k_width, width), dtype=w.dtype)
+    fill = _weight_fill(w, threads)
+    if fill == "numpy":
+        np.copyto(blocks, w.reshape(blocks.shape[0], k_width, blocks.shape[1], width)
+                  .transpose(0, 2, 1, 3))
+        return blocks
     # Not C-contiguous: W_hh^T, a view of the stored W_hh (any other layout is
     # made contiguous first).
     transposed = not w.flags.c_contiguous
     source = np.ascontiguousarray(w.T if transposed else w)
-    if _fills_in_parallel(w, threads):
+    if fill == "parallel":
         fill_weight_blocks_parallel(source, transposed, blocks, threads)
     else:
         fill_weight_blocks(source, transposed, blocks, 0, source.shape[0])
     return blocks
 
 
-def _fills_in_parallel(w, threads):
-    return threads > 1 and w.size >= _PARALLEL_COPY_SIZE
+def _weight_fill(w, threads):
+    """Who copies w into its blocks: "numpy", the "compiled" kernel or its
+    "parallel" variant."""
+    if w.size < _COMPILED_FILL_SIZE:
+        return "numpy"
+    return "parallel" if threads > 1 and w.size >= _PARALLEL_COPY_SIZE else "compiled"
 
 
 def _no_blocks(inner, dtype):
@@ -121,7 +131,7 @@ def _backward_blocks(w_hh, d_out, plan):
 def _report(pass_name, w_hh, n_steps, batch, plan, step_weight, blocks):
     """Tells _threads.observed_runs which path one direction's kernel call takes:
     its plan, and its per-step product: "blocked" (weight blocks, `block_grid`
-    row chunks x column blocks, copied by all threads if `parallel_fill`),
+    row chunks x column blocks, copied by `fill` (see _weight_fill)),
     "weight_major", "weight_copy" (a contiguous W_hh^T), "transposed_view", or
     "plain" (BPTT's unblocked product on W_hh itself)."""
     rows = _rows_per_thread(batch, plan)
@@ -140,7 +150,7 @@ def _report(pass_name, w_hh, n_steps, batch, plan, step_weight, blocks):
         "pass": pass_name, "threads": plan.threads, "blocked": plan.blocked,
         "blas_threads": plan.blas_threads, "product": product,
         "block_grid": blocks.shape[:2],
-        "parallel_fill": bool(blocks.shape[0]) and _fills_in_parallel(w_hh, plan.threads),
+        "fill": _weight_fill(w_hh, plan.threads) if blocks.shape[0] else None,
         "rows_per_thread": rows, "steps": n_steps, "batch": batch})
 
 

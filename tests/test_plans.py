@@ -62,8 +62,10 @@ def _row_chunks_forward(pass_name, report):
     return pass_name == "backward" or report["block_grid"][0] > 1
 
 
-def _parallel_fill(pass_name, report):
-    return report["parallel_fill"]
+def _fill_by(who):
+    def check(pass_name, report):
+        return report["fill"] == who
+    return check
 
 
 PLANS = [
@@ -95,9 +97,12 @@ PLANS = [
     PlanCase("batch2-grads-by-gate-columns", 2, False, lambda cell: (LONG, 2, 40, 40),
              "weight_copy", "plain",
              check_sizes=lambda T, B, I, H: T * B < 2 * min(I, H)),
+    PlanCase("serial-compiled-weight-fill", 1, True,
+             lambda cell: (LONG, 4, 8, _hidden_with_weight_over(cell, _cells._COMPILED_FILL_SIZE)),
+             "blocked", "blocked", bidirectional=False, check_report=_fill_by("compiled")),
     PlanCase("batch2-parallel-weight-fill", 2, True,
              lambda cell: (LONG, 4, 8, _hidden_with_weight_over(cell, _cells._PARALLEL_COPY_SIZE)),
-             "blocked", "blocked", bidirectional=False, check_report=_parallel_fill),
+             "blocked", "blocked", bidirectional=False, check_report=_fill_by("parallel")),
 ]
 PLAN_IDS = [plan.name for plan in PLANS]
 DTYPES = {"float64": np.float64, "float32": np.float32}

@@ -281,7 +281,7 @@ MUTANTS = (
            "tile[i, r] = w[row0 + r, col0 + i]", "tile[r, i] = w[row0 + r, col0 + i]",
            "transposed weight-block fill: whole 16 x 16 tiles not transposed",
            ("tests/test_blocked_products.py::test_fill_weight_blocks_matches_numpy",
-            f"{PLANS}[rnn_tanh-serial-blocked-columns-full-noclip-float64]")),
+            f"{PLANS}[rnn_tanh-serial-compiled-weight-fill-full-noclip-float64]")),
     Mutant("weight-major-product", "fastrnn/_kernels/sequence.py",
            "matmul(w_hh, h_t, out_t, False, False, False)",
            "matmul(w_hh, h_t, out_t, True, False, False)",
