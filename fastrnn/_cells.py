@@ -55,8 +55,9 @@ def _weight_blocks(w, rows, n_steps, blocked, threads=1):
     """The per-step product weight w (K, N) as contiguous blocks (n_k, n_n, k, d)
     for sequence.blocked_product, sized for `rows` rows per thread; (0, 0, K, 0)
     (no blocks) when the plan does not block, for a short sequence (one copy of
-    the weight costs about one product) or when no block shape fits. `threads`
-    copy a large weight."""
+    the weight costs about one product) or when no block shape fits. numpy
+    copies a small weight, the compiled kernel a larger one (on all `threads`
+    for the largest; see _weight_fill)."""
     inner, columns = w.shape
     if not blocked or n_steps < _MIN_STEPS_FOR_COPY:
         return _no_blocks(inner, w.dtype)

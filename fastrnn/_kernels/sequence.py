@@ -95,9 +95,8 @@ def fill_weight_blocks(w, transposed, blocks, first, last):
     (N, K), as W_hh is for the forward h @ W_hh^T).
 
     The source is read row by row, so that memory is walked in order; the
-    transposed copy goes through 16 x 16 tiles. Walking block by block instead
-    (numpy's strided copy) took 3 ms for a 4096 x 1024 weight and 12 ms for its
-    transpose, a quarter of the wide LSTM's forward."""
+    transposed copy goes through 16 x 16 tiles. For large weights this is several
+    times faster than numpy's strided copy, which walks block by block."""
     n_k, n_n, k_width, width = blocks.shape
     if not transposed:
         for row in range(first, last):
