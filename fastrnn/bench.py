@@ -41,11 +41,14 @@ FRAMEWORKS = ("fastrnn",) + PEERS
 MAX_NORM = 5.0
 STREAM_HIDDEN = 128
 MIN_SAMPLE_SECONDS = 0.005     # each timed sample repeats the call until it lasts this long
-# Before each timed sample the workload runs untimed for this long, so the sample
-# does not share the cores with the previous framework's idle threads: torch's
-# OpenMP workers spin for about 10 ms after each call, and a sample that starts in
-# that window measures the neighbour, not the framework.
+# Before each timed sample the workload runs untimed for this long, so that its own
+# threads are awake and its data in cache.
 SETTLE_SECONDS = 0.015
+# Where samples alternate between frameworks, each first waits this long idle: a
+# framework's workers spin after each call (torch's OpenMP workers about 10 ms,
+# onnxruntime's about 50 ms, measured with 2 threads), and a sample that starts in
+# that window shares the cores with them.
+QUIET_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -186,13 +189,14 @@ def median_ms(workloads, repeats):
 
     Each workload is warmed up and calibrated first (`calibrate`); then the samples
     alternate between the workloads, so slow drifts of the machine hit all of them
-    alike. Each sample follows an untimed settling run of the same workload
-    (`sample_seconds`).
+    alike. Each sample starts after QUIET_SECONDS idle, with an untimed settling run
+    of the same workload (`sample_seconds`).
     """
     calibration = {name: calibrate(workload) for name, workload in workloads.items()}
     samples = {name: [] for name in workloads}
     for _ in range(repeats):
         for name, workload in workloads.items():
+            time.sleep(QUIET_SECONDS)
             samples[name].append(sample_seconds(workload, *calibration[name]))
     return {name: 1e3 * statistics.median(values) for name, values in samples.items()}
 

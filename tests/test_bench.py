@@ -230,17 +230,26 @@ def test_onnxruntime_runs_inference_rows_only(fast_gemm_peak, capsys):
         assert rows[mode].split()[-3].endswith("x"), rows[mode]
 
 
-def test_each_sample_follows_a_settling_run_of_the_same_workload(monkeypatch):
-    """Samples alternate between workloads, and before each timed sample the same
-    workload runs untimed for SETTLE_SECONDS (one call at least)."""
+def test_each_sample_follows_a_quiet_wait_and_a_settling_run_of_the_same_workload(
+        monkeypatch):
+    """Samples alternate between workloads; before each timed sample the process
+    sleeps QUIET_SECONDS (the previous workload's spinning threads go idle), then
+    the same workload runs untimed for SETTLE_SECONDS (one call at least)."""
     # A virtual clock (each call lasts exactly one tick, a power of two so the
     # arithmetic is exact) keeps the call counts independent of the machine's load.
     tick = 2.0 ** -10
     clock = types.SimpleNamespace(now=0.0)
-    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    calls = []
+
+    def sleep(seconds):
+        calls.append(("sleep", seconds))
+        clock.now += seconds
+
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=lambda: clock.now,
+                                                             sleep=sleep))
     monkeypatch.setattr(bench, "MIN_SAMPLE_SECONDS", 2 * tick)
     monkeypatch.setattr(bench, "SETTLE_SECONDS", 4 * tick)
-    calls = []
+    monkeypatch.setattr(bench, "QUIET_SECONDS", 8 * tick)
 
     def workload(name):
         def call():
@@ -248,18 +257,19 @@ def test_each_sample_follows_a_settling_run_of_the_same_workload(monkeypatch):
             clock.now += tick
         return call
 
-    bench.median_ms({"a": workload("a"), "b": workload("b")}, repeats=3)
-    runs = []  # consecutive calls of one workload
-    for name in calls:
-        if runs and runs[-1][0] == name:
+    medians = bench.median_ms({"a": workload("a"), "b": workload("b")}, repeats=3)
+    assert medians == {"a": 1e3 * tick, "b": 1e3 * tick}  # the sleeps are not timed
+    runs = []  # consecutive calls of one workload, or a sleep
+    for event in calls:
+        if runs and runs[-1][0] == event and event != ("sleep", 8 * tick):
             runs[-1][1] += 1
         else:
-            runs.append([name, 1])
+            runs.append([event, 1])
     calibration, alternating = runs[:2], runs[2:]
     assert [name for name, _ in calibration] == ["a", "b"]
-    assert [name for name, _ in alternating] == ["a", "b"] * 3
-    # each run: 4 settling calls, then the timed sample of 2 calls
-    assert [count for _, count in alternating] == [6] * 6
+    # each sample: the quiet wait, 4 settling calls, then the timed sample of 2 calls
+    assert alternating == [[("sleep", 8 * tick), 1], ["a", 6],
+                           [("sleep", 8 * tick), 1], ["b", 6]] * 3
 
 
 # ------------------------------------------------------------ benchmarks/memory.py
