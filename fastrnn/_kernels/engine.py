@@ -43,7 +43,7 @@ import numba
 import numpy as np
 from numba.core import types as numba_types
 
-from ._jit import called_by_address, helper, inlined, jit, renamed
+from ._jit import called_by_address, helper, inlined, jit, prefer_vector_width, renamed
 from .gemm import matmul
 from .native import argument_types, compiled_address, launch_parallel, launch_serial, pack, unpack
 from .sequence import (
@@ -68,6 +68,8 @@ from .sequence import (
 # GATED_STATE_BLOCKS, the trailing gate blocks whose W_hh rows multiply the
 # gated state the cell keeps as its extra cache (the classic GRU's r * h_{t-1})
 # instead of h_{t-1}, which their weight gradient is taken against;
+# FORWARD_VECTOR_WIDTH, the register width (bits, 0: the CPU's default) LLVM
+# vectorises the forward time loop with;
 # rows_dot, param_grads and launch (native.launch_serial or launch_parallel), the
 # serial or the parallel variant; in a chunk entry (_chunk_entry), TARGET, the
 # chunk kernel it runs, and PAYLOAD, the numba type of that kernel's packed
@@ -75,12 +77,13 @@ from .sequence import (
 cell_forward_step = cell_backward_step = cell_recurrent_grads = None
 rows_dot = param_grads = launch = TARGET = PAYLOAD = None
 RECURRENT_GRADS_DIFFER = DIRECT_STATE_PATH = False
-N_GATES = CACHE_WIDTH = SCRATCH_COUNT = GATED_STATE_BLOCKS = 0
+N_GATES = CACHE_WIDTH = SCRATCH_COUNT = GATED_STATE_BLOCKS = FORWARD_VECTOR_WIDTH = 0
 
 
 def _forward_rows(chunk, n_chunks, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0, lengths,
                   reverse, one, gates, h_prev, extra, out, h_n, c_n):
     """The time loop of the batch rows of slice `chunk` of n_chunks."""
+    prefer_vector_width(FORWARD_VECTOR_WIDTH)
     n_steps = gates.shape[0]
     start, stop = chunk_bounds(chunk, n_chunks, gates.shape[1])
     keep = h_prev.shape[0] > 0
@@ -531,7 +534,7 @@ _KERNEL_SOURCES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "*.py
 
 def instantiate(name, n_gates, cache_width, forward_step, backward_step, recurrent_grads,
                 recurrent_grads_differ, direct_state_path, cell_source, scratch_count=0,
-                gated_state_blocks=0):
+                gated_state_blocks=0, forward_vector_width=0):
     """The drivers compiled against one cell's step functions (see the module
     docstring and the constants above); `cell_source` is the path of the
     cell's module. A cell with gated-state blocks keeps the gated state as its
@@ -545,7 +548,8 @@ def instantiate(name, n_gates, cache_width, forward_step, backward_step, recurre
                      RECURRENT_GRADS_DIFFER=bool(recurrent_grads_differ),
                      DIRECT_STATE_PATH=bool(direct_state_path), N_GATES=int(n_gates),
                      CACHE_WIDTH=int(cache_width), SCRATCH_COUNT=int(scratch_count),
-                     GATED_STATE_BLOCKS=int(gated_state_blocks))
+                     GATED_STATE_BLOCKS=int(gated_state_blocks),
+                     FORWARD_VECTOR_WIDTH=int(forward_vector_width))
     for view in (_step_views, _param_views):
         namespace[view.__name__] = helper(renamed(view, f"{name}{view.__name__}", namespace))
     kernels = {f"{pass_name}_rows": inlined(renamed(template, f"{name}_{pass_name}_rows_{stamp}",

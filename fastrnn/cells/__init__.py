@@ -68,11 +68,14 @@ class CellSpec(NamedTuple):
 
 def spec(name, n_gates, state_count, cache_width, forward_step, backward_step,
          recurrent_grads, recurrent_grads_differ, direct_state_path, module_file,
-         scratch_count=0, gated_state_blocks=0):
-    """A CellSpec with the engine's kernels compiled against the step functions."""
+         scratch_count=0, gated_state_blocks=0, forward_vector_width=0):
+    """A CellSpec with the engine's kernels compiled against the step functions;
+    `forward_vector_width` the register width in bits (0: the CPU's default) that
+    the forward time loop, its gate math included, is vectorised with."""
     kernels = instantiate(name, n_gates, cache_width, forward_step, backward_step,
                           recurrent_grads, recurrent_grads_differ, direct_state_path,
-                          os.path.abspath(module_file), scratch_count, gated_state_blocks)
+                          os.path.abspath(module_file), scratch_count, gated_state_blocks,
+                          forward_vector_width)
     return CellSpec(name, n_gates, state_count, cache_width, scratch_count, kernels)
 
 

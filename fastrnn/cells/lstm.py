@@ -67,4 +67,7 @@ def _backward_step(t, start, stop, lengths, one, d_total, gates, h_prev, extra,
 SPEC = spec("lstm", n_gates=4, state_count=2, cache_width=2,
             forward_step=_forward_step, backward_step=_backward_step,
             recurrent_grads=same_recurrent_grads, recurrent_grads_differ=False,
-            direct_state_path=False, module_file=__file__)
+            direct_state_path=False, module_file=__file__,
+            # Five float32 tanh approximations per hidden unit: on AVX-512 CPUs,
+            # 512-bit registers run them faster than the default 256 bits.
+            forward_vector_width=512)
