@@ -1,13 +1,16 @@
 """fastrnn at another commit against the working tree, side by side in one process.
 
     python benchmarks/ab.py BASE [--shape NAME|T,B,I,H ...] [--cells rnn,lstm,gru]
-                                 [--modes train,forward] [--repeats 15] [--threads N]
+                                 [--modes train,forward,stream] [--repeats 15] [--threads N]
 
 BASE (a commit, branch or tag) is checked out into a temporary directory and
 imported as the package `fastrnn_base` (fastrnn's imports are relative, so it
 runs there under that name, with kernels cached apart); the working tree's
-fastrnn is imported as usual. Each workload alternates between the two, a sample
-of each in turn after an untimed call, and the table gives each side's median,
+fastrnn is imported as usual. Shape names are `fastrnn bench`'s (the grid and the
+shapes off it). A workload is a training step, a forward call under no_grad, or
+(stream) 100 calls of one step each (T = B = 1, the shape's I and H) carrying
+the state. Each workload alternates between the two, a sample of each in turn
+after an untimed call, and the table gives each side's median,
 the ratio base / tree (above 1: the tree is faster) and that ratio's spread over
 pairs of samples (the noise). `--aa` compares BASE against itself (a second
 copy) to show the noise alone. Run it with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
@@ -25,9 +28,13 @@ import time
 
 import numpy as np
 
-GRID = {"tiny": (100, 1, 64, 64), "small": (100, 16, 32, 32), "mid": (50, 32, 64, 128),
-        "big": (35, 64, 256, 256), "large": (100, 64, 512, 512), "wide": (25, 16, 1024, 1024)}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from fastrnn.bench import NAMED_SHAPES  # noqa: E402  (the working tree's)
+
+MODES = ("train", "forward", "stream")
+CELLS = ("rnn", "lstm", "gru")
+STREAM_CALLS = 100
 
 
 def _checkout(rev, directory, name):
@@ -48,6 +55,16 @@ def _workload(package, cell, mode, shape, seed=0):
         def run():
             with package.no_grad():
                 layer(x)
+        return run
+    if mode == "stream":
+        step = x[:1, :1]
+        state = None
+
+        def run():
+            nonlocal state
+            with package.no_grad():
+                for _ in range(STREAM_CALLS):
+                    _, state = layer(step, state)
         return run
 
     def run():
@@ -94,10 +111,14 @@ def main():
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--aa", action="store_true", help="BASE against a copy of itself")
     args = parser.parse_args()
-    shapes = []
-    for spec in args.shape or list(GRID):
-        shapes.append((spec, GRID[spec]) if spec in GRID else
-                      (spec, tuple(int(v) for v in spec.split(","))))
+    shapes = [(spec, _parse_shape(parser, spec))
+              for spec in args.shape or ("tiny", "small", "mid", "big", "large", "wide")]
+    modes, cells = args.modes.split(","), args.cells.split(",")
+    for option, values, known in (("--modes", modes, MODES), ("--cells", cells, CELLS)):
+        unknown = [value for value in values if value not in known]
+        if unknown:
+            parser.error(f"{option}: unknown {', '.join(unknown)} (expected some of "
+                         f"{', '.join(known)})")
     with tempfile.TemporaryDirectory() as directory:
         sources = []
         for folder, name in (("a", "fastrnn_base"), ("b", "fastrnn_copy"))[:2 if args.aa else 1]:
@@ -111,12 +132,25 @@ def main():
                 package.set_num_threads(args.threads or package.get_num_threads())
             print(f"base {args.base} from {base.__file__}\ntree from {tree.__file__}\n"
                   f"threads {tree.get_num_threads()}, float32, medians of {args.repeats}")
-            compare(base, tree, args.cells.split(","), args.modes.split(","), shapes,
-                    args.repeats)
+            compare(base, tree, cells, modes, shapes, args.repeats)
         finally:
             for source in sources:
                 subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", source],
                                capture_output=True)
+
+
+def _parse_shape(parser, spec):
+    if spec in NAMED_SHAPES:
+        shape = NAMED_SHAPES[spec]
+        return shape.T, shape.B, shape.I, shape.H
+    try:
+        shape = tuple(int(value) for value in spec.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 4 or min(shape) < 1:
+        parser.error(f"--shape: expected a name ({', '.join(NAMED_SHAPES)}) or four positive "
+                     f"integers T,B,I,H, got {spec!r}")
+    return shape
 
 
 if __name__ == "__main__":

@@ -289,3 +289,20 @@ def test_memory_script_reports_at_least_the_activations_a_step_keeps():
     kept_mb = (2 * 4 + 4) * n_steps * batch * size * 4 / 2 ** 20
     # Resident-memory figures move by a few pages with the allocator: a margin.
     assert step_mb >= 0.9 * kept_mb
+
+
+# ------------------------------------------------------------ benchmarks/ab.py
+@pytest.mark.parametrize("arguments, message", [
+    (["--modes", "forward,strem"], "--modes: unknown strem"),
+    (["--cells", "lstm,rnm"], "--cells: unknown rnm"),
+    (["--shape", "h20"], "--shape: expected a name"),
+    (["--shape", "10,2,3"], "--shape: expected a name"),
+    (["--shape", "10,0,3,4"], "--shape: expected a name"),
+])
+def test_ab_script_refuses_what_it_would_not_measure(arguments, message):
+    """An unknown mode once ran as a training step under the mode's name."""
+    script = os.path.join(REPO_ROOT, "benchmarks", "ab.py")
+    result = subprocess.run([sys.executable, script, "HEAD", *arguments], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr
