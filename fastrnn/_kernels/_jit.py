@@ -43,6 +43,15 @@ def helper(function):
     return register_jitable(fastmath=FASTMATH, **_COMMON)(function)
 
 
+def borrowing_helper(function):
+    """A helper (see `helper`) that takes arrays, keeps no reference to any and
+    allocates none: compiled without reference counting, so a call does not
+    increment and decrement the count of each array it is passed (atomic
+    operations, which a time loop would pay for every step). numba compiles what
+    it calls with its flags: those helpers must allocate nothing either."""
+    return register_jitable(fastmath=FASTMATH, _nrt=False, **_COMMON)(function)
+
+
 def gate_math(function):
     """A cell's step function, inlined into the engine's loops before LLVM sees
     them: there its buffers are the loop's own fresh arrays, which LLVM knows

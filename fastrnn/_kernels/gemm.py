@@ -18,10 +18,9 @@ import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 
-from ._jit import helper
+from ._jit import borrowing_helper
 
 # int numba_xxgemm(kind, transa, transb, m, n, k, *alpha, *a, lda, *b, ldb, *beta,
 # *c, ldc) and numba_xxgemv(kind, trans, m, n, *alpha, *a, lda, *x, *beta, *y):
@@ -44,29 +43,51 @@ _ROWS_NOT_CONTIGUOUS = "matmul: every operand's rows must be contiguous"
 
 
 @intrinsic
-def _data(typingctx, array):
-    """void* to the first element of an array's data."""
+def _address(typingctx, array, offset):
+    """void* to the element `offset` elements past an array's first one (the
+    caller computes the offset from the strides). Makes no view of the array, so
+    no reference count changes."""
+    if not isinstance(array, types.Array) or not isinstance(offset, types.Integer):
+        return None
+
     def codegen(context, builder, signature, args):
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        return builder.bitcast(data, ir.IntType(8).as_pointer())
-    return types.voidptr(array), codegen
+        index = context.cast(builder, args[1], signature.args[1], types.intp)
+        return builder.bitcast(builder.gep(data, [index]), ir.IntType(8).as_pointer())
+    return types.voidptr(array, offset), codegen
 
 
 @intrinsic
-def _scalar_slot(typingctx, array, value):
-    """void* to a stack slot holding `value` in the array's dtype (BLAS's alpha
-    and beta), in the entry block of the calling function."""
-    dtype = array.dtype
+def _scalar_slot(typingctx, like, value):
+    """void* to a stack slot holding `value` in the float type of the scalar
+    `like` (BLAS's alpha and beta), in the entry block of the calling function."""
+    if like not in _BLAS_KINDS:
+        return None
 
     def codegen(context, builder, signature, args):
-        converted = context.cast(builder, args[1], signature.args[1], dtype)
-        slot = cgutils.alloca_once(builder, context.get_value_type(dtype))
+        converted = context.cast(builder, args[1], signature.args[1], like)
+        slot = cgutils.alloca_once(builder, context.get_value_type(like))
         builder.store(converted, slot)
         return builder.bitcast(slot, ir.IntType(8).as_pointer())
-    return types.voidptr(array, value), codegen
+    return types.voidptr(like, value), codegen
 
 
-@helper
+_BLAS_KINDS = {types.float32: 115, types.float64: 100}  # ord("s"), ord("d")
+
+
+@intrinsic
+def _blas_kind(typingctx, like):
+    """BLAS's type letter for the float type of the scalar `like`."""
+    if like not in _BLAS_KINDS:
+        return None
+    kind = _BLAS_KINDS[like]
+
+    def codegen(context, builder, signature, args):
+        return context.get_constant(types.intp, kind)
+    return types.intp(like), codegen
+
+
+@borrowing_helper
 def _leading_dimension(matrix):
     """BLAS's leading dimension of a row-major matrix whose rows are contiguous:
     its row stride in elements (any value at least the row length where there is
@@ -79,21 +100,7 @@ def _leading_dimension(matrix):
     return matrix.strides[0] // matrix.itemsize
 
 
-@intrinsic
-def _any_layout(typingctx, array):
-    """The array itself, typed with layout "A": whatever the layouts of its
-    callers' operands, _matmul compiles once per dtype."""
-    if not isinstance(array, types.Array):
-        return None
-    result = array.copy(layout="A")
-
-    def codegen(context, builder, signature, args):
-        value = context.cast(builder, args[0], signature.args[0], result)
-        return impl_ret_borrowed(context, builder, result, value)
-    return result(array), codegen
-
-
-@helper
+@borrowing_helper
 def matmul(a, b, out, transpose_a, transpose_b, accumulate):
     """out = op(a) @ op(b), or out += that if `accumulate`, where op(x) is x.T
     if its flag is set, else x.
@@ -102,12 +109,6 @@ def matmul(a, b, out, transpose_a, transpose_b, accumulate):
     arrays and their row or column slices); out must not overlap a or b.
     Raises ValueError on shapes that do not match, RuntimeError if the BLAS
     could not be called."""
-    _matmul(_any_layout(a), _any_layout(b), _any_layout(out), transpose_a, transpose_b,
-            accumulate)
-
-
-@helper
-def _matmul(a, b, out, transpose_a, transpose_b, accumulate):
     rows = a.shape[1] if transpose_a else a.shape[0]
     inner = a.shape[0] if transpose_a else a.shape[1]
     b_inner = b.shape[1] if transpose_b else b.shape[0]
@@ -122,26 +123,70 @@ def _matmul(a, b, out, transpose_a, transpose_b, accumulate):
                 for col in range(columns):
                     out[row, col] = 0.0
         return
-    lda, ldb, ldc = _leading_dimension(a), _leading_dimension(b), _leading_dimension(out)
+    _product_at(out.dtype.type(0.0), transpose_a, transpose_b, rows, columns, inner,
+                _address(a, 0), _leading_dimension(a), _address(b, 0), _leading_dimension(b),
+                _address(out, 0), _leading_dimension(out), accumulate)
+
+
+@borrowing_helper
+def matmul_blocks(a, blocks, out):
+    """out = a @ w for a weight w (K, N) given as its blocks (n_k, n_n, k, d): w
+    cut into n_k row chunks of k and n_n column blocks of d, each block a
+    row-major (k, d) matrix (see sequence.blocked_product). Each block's product
+    writes (the first row chunk) or adds into its columns of out.
+
+    a and out are 2-D arrays whose rows are contiguous, blocks a 4-D array whose
+    blocks' rows are. The products go to BLAS at the blocks' addresses, without a
+    view of any array: in a time loop they change no reference counts (atomic
+    operations, three views a block)."""
+    n_k, n_n, k_width, width = blocks.shape
+    rows = a.shape[0]
+    if a.shape[1] != n_k * k_width or out.shape[0] != rows or out.shape[1] != n_n * width:
+        raise ValueError(_SHAPES_DIFFER)
+    if rows == 0 or width == 0 or k_width == 0:
+        return
+    itemsize = blocks.itemsize
+    if width > 1 and blocks.strides[3] != itemsize:
+        raise ValueError(_ROWS_NOT_CONTIGUOUS)
+    lda, ldc = _leading_dimension(a), _leading_dimension(out)
+    ldb = max(1, width) if k_width == 1 else blocks.strides[2] // itemsize
+    like = out.dtype.type(0.0)
+    for k_block in range(n_k):
+        for n_block in range(n_n):
+            block = (k_block * blocks.strides[0] + n_block * blocks.strides[1]) // itemsize
+            _product_at(like, False, False, rows, width, k_width,
+                        _address(a, k_block * k_width), lda, _address(blocks, block), ldb,
+                        _address(out, n_block * width), ldc, k_block > 0)
+
+
+@borrowing_helper
+def _product_at(like, transpose_a, transpose_b, rows, columns, inner, a, lda, b, ldb, out,
+                ldc, accumulate):
+    """matmul's BLAS call on row-major matrices at the addresses a, b, out (row
+    strides lda, ldb, ldc in elements) in the float type of the scalar `like`:
+    op(a) (rows, inner), op(b) (inner, columns), all sizes positive. It takes
+    no arrays: it compiles once per dtype, whatever its callers' layouts."""
     if max(rows, columns, inner, lda, ldb, ldc) > _C_INT_MAX:
         raise ValueError("matmul: a dimension exceeds the BLAS's 32-bit sizes")
-    kind = 115 if out.itemsize == 4 else 100  # ord("s"), ord("d"): float32, float64
-    alpha = _scalar_slot(out, 1.0)
-    beta = _scalar_slot(out, 1.0 if accumulate else 0.0)
+    kind = _blas_kind(like)
+    alpha = _scalar_slot(like, 1.0)
+    beta = _scalar_slot(like, 1.0 if accumulate else 0.0)
+    # op(b)'s and op(a)'s shapes as stored.
+    b_rows, b_columns = (columns, inner) if transpose_b else (inner, columns)
+    a_rows, a_columns = (inner, rows) if transpose_a else (rows, inner)
     # A row-major (R, C) matrix is the column-major (C, R) one: out^T = op(b)^T op(a)^T.
     trans_b = _TRANSPOSE if transpose_b else _NO_TRANSPOSE
     trans_a = _TRANSPOSE if transpose_a else _NO_TRANSPOSE
     if rows == 1 and (not transpose_a or lda == 1):
         # out's row = op(b)^T (a's row or column): op(b)^T is column-major (columns, inner).
-        status = _xxgemv(kind, trans_b, b.shape[1], b.shape[0], alpha, _data(b), ldb,
-                         _data(a), beta, _data(out))
+        status = _xxgemv(kind, trans_b, b_columns, b_rows, alpha, b, ldb, a, beta, out)
     elif columns == 1 and ldc == 1 and (transpose_b or ldb == 1):
-        # out's column = op(a) (b's column or row): a is column-major (a.shape[1], a.shape[0]).
-        status = _xxgemv(kind, _NO_TRANSPOSE if transpose_a else _TRANSPOSE, a.shape[1],
-                         a.shape[0], alpha, _data(a), lda, _data(b), beta, _data(out))
+        # out's column = op(a) (b's column or row): a is column-major (a_columns, a_rows).
+        status = _xxgemv(kind, _NO_TRANSPOSE if transpose_a else _TRANSPOSE, a_columns,
+                         a_rows, alpha, a, lda, b, beta, out)
     else:
-        status = _xxgemm(kind, trans_b, trans_a, columns, rows, inner, alpha, _data(b), ldb,
-                         _data(a), lda, beta, _data(out), ldc)
+        status = _xxgemm(kind, trans_b, trans_a, columns, rows, inner, alpha, b, ldb, a, lda,
+                         beta, out, ldc)
     if status != 0:
         raise RuntimeError("matmul: the BLAS could not be called")
 
@@ -161,3 +206,13 @@ if numba.config.DISABLE_JIT:
             out += left @ right
         else:
             out[...] = left @ right
+
+    def matmul_blocks(a, blocks, out):  # noqa: F811
+        """matmul_blocks in pure Python (a coverage run): matmul on views of the blocks."""
+        n_k, n_n, k_width, width = blocks.shape
+        if a.shape[1] != n_k * k_width or out.shape != (a.shape[0], n_n * width):
+            raise ValueError(_SHAPES_DIFFER)
+        for k_block in range(n_k):
+            for n_block in range(n_n):
+                matmul(a[:, k_block * k_width:(k_block + 1) * k_width], blocks[k_block, n_block],
+                       out[:, n_block * width:(n_block + 1) * width], False, False, k_block > 0)

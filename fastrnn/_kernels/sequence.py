@@ -7,8 +7,8 @@ BLAS on its own slice and writing its own slab of output: no races, no atomics.
 import numpy as np
 from numba import prange
 
-from ._jit import helper, kernel, parallel_kernel
-from .gemm import matmul
+from ._jit import borrowing_helper, helper, kernel, parallel_kernel
+from .gemm import matmul, matmul_blocks
 
 
 @helper
@@ -24,7 +24,7 @@ def clamp(value, bound):
     return -bound if value < -bound else value
 
 
-@helper
+@borrowing_helper
 def transpose_into(src, dst):
     """dst = src.T for a small matrix, in 16 x 16 tiles."""
     rows, cols = src.shape
@@ -37,7 +37,7 @@ def transpose_into(src, dst):
                     dst[col, row] = src[row, col]
 
 
-@helper
+@borrowing_helper
 def copy_rows(src, dst, start):
     """dst[start:start + len(src)] = src, element by element: numba's slice
     assignment checks shapes with a formatted error message whose compilation
@@ -71,7 +71,7 @@ def product_scratch(h, width, w_blocks):
     return np.empty((0, rows), dtype=h.dtype), np.empty((0, rows), dtype=h.dtype)
 
 
-@helper
+@borrowing_helper
 def recurrent_product(h, w_hh, w_hh_t, w_blocks, out, scratch):
     """out = h @ W_hh^T: weight-major (from w_hh (G, H) as stored), blocked (from
     w_blocks), on the contiguous copy w_hh_t (H, G), or, where that is empty
@@ -142,7 +142,7 @@ def fill_weight_blocks_parallel(w, transposed, blocks, n_threads):
                            n_rows if chunk == n_chunks - 1 else 16 * last)
 
 
-@helper
+@borrowing_helper
 def blocked_product(a, w, w_blocks, out):
     """out = a @ w (K, N), through w_blocks (n_k, n_n, k, d) unless that is empty:
     w cut into n_k row chunks of k and n_n column blocks of d, each contiguous.
@@ -151,18 +151,11 @@ def blocked_product(a, w, w_blocks, out):
     small-matrix kernels, which skip packing the weight; a packed GEMM repacks
     the whole weight on every step (per-step products 1.5-3x faster blocked;
     cutting K as well, for BPTT's dh = dG W_hh at large H, 950 -> 615 us).
-    Each block writes (the first row chunk) or adds its product into its
-    columns of out.
     """
-    n_k, n_n, k_width, width = w_blocks.shape
-    if n_k == 0:
+    if w_blocks.shape[0] == 0:
         matmul(a, w, out, False, False, False)
-        return
-    for k_block in range(n_k):
-        left = a[:, k_block * k_width:(k_block + 1) * k_width]
-        for n_block in range(n_n):
-            matmul(left, w_blocks[k_block, n_block], out[:, n_block * width:(n_block + 1) * width],
-                   False, False, k_block > 0)
+    else:
+        matmul_blocks(a, w_blocks, out)
 
 
 @helper
