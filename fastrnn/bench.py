@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _allocator
 from ._validate import int_in_range, one_of
 from .layers import CELL_NAMES, layer_for_cell
 
@@ -144,21 +145,11 @@ def _seconds(function, number=1):
     return (time.perf_counter() - start) / number
 
 
-# glibc's malloc serves a block above its mmap threshold (128 KiB in a new process)
-# with fresh pages from the OS and gives freed memory at the top of its heap back past
-# its trim threshold, so a process that has only run fastrnn faults its multi-MB
-# temporaries back in on every call (the LSTM mid training step: about 2,250 page
-# faults a call, 1.5-2x its time). Freeing one large block raises both thresholds to
-# its size, up to 32 MiB: a process that has freed any large array runs in that state,
-# and `fastrnn bench` used to reach it part way (its 4 MiB GEMM peak first, its peers'
-# tensors later). `calibrate` puts the process there before timing anything, at the
-# largest size, so that bench and the asv suite time every row in the same state.
-WARM_ALLOCATOR_BYTES = 32 * 2**20 - 2**16
-
-
 def warm_allocator():
-    """Allocate and free (untouched) one block of WARM_ALLOCATOR_BYTES: see above."""
-    np.empty(WARM_ALLOCATOR_BYTES, dtype=np.uint8)
+    """Puts malloc in the state `import fastrnn` leaves it in (fastrnn._allocator),
+    also where FASTRNN_MALLOC_WARMUP=0 kept the import from doing so: bench and
+    the asv suite time every row in that state."""
+    _allocator.warm()
 
 
 def calibrate(workload):

@@ -215,14 +215,16 @@ def test_calibrate_warms_the_allocator_before_the_first_call(monkeypatch):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc, Linux's counters")
-def test_warm_allocator_stops_the_page_faults_of_a_training_step():
-    """In a new process the LSTM mid training step faults its temporaries back in on
-    every call (glibc hands freed memory back to the OS); after warm_allocator it
-    does not. This is the process state bench and the asv suite time in."""
+def test_the_warm_allocator_stops_the_page_faults_of_a_training_step():
+    """In a new process whose import of fastrnn left malloc alone
+    (FASTRNN_MALLOC_WARMUP=0), the LSTM mid training step faults its temporaries
+    back in on every call (glibc hands freed memory back to the OS); after
+    bench.warm_allocator, the state bench and the asv suite time in, it does
+    not, and neither after a plain `import fastrnn`."""
     code = """if True:
         import resource, sys
         from fastrnn import bench
-        if sys.argv[1] == "warm":
+        if sys.argv[1] == "warmed by bench":
             bench.warm_allocator()
         step = bench.make_workload("fastrnn", "lstm", "train", bench.GRID["mid"])
         for _ in range(3):
@@ -233,13 +235,27 @@ def test_warm_allocator_stops_the_page_faults_of_a_training_step():
         print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
     """
     faults = {}
-    for state in ("new", "warm"):
+    for state, warmup in (("new", "0"), ("warmed by bench", "0"), ("imported", None)):
+        env = {name: value for name, value in os.environ.items()
+               if name != "FASTRNN_MALLOC_WARMUP"}
+        if warmup is not None:
+            env["FASTRNN_MALLOC_WARMUP"] = warmup
         result = subprocess.run([sys.executable, "-c", code, state], capture_output=True,
-                                text=True, timeout=600, check=True)
+                                text=True, timeout=600, check=True, env=env)
         faults[state] = float(result.stdout.split()[-1])
     if faults["new"] < 200:
         pytest.skip(f"this malloc does not give the memory back between calls ({faults})")
-    assert faults["warm"] < 0.1 * faults["new"], faults
+    assert faults["warmed by bench"] < 0.1 * faults["new"], faults
+    assert faults["imported"] < 0.1 * faults["new"], faults
+
+
+@pytest.mark.parametrize("value", ["2", "no", "off"])
+def test_a_malloc_warmup_setting_other_than_0_or_1_is_an_error(value):
+    result = subprocess.run([sys.executable, "-c", "import fastrnn"], capture_output=True,
+                            text=True, timeout=120,
+                            env=dict(os.environ, FASTRNN_MALLOC_WARMUP=value))
+    assert result.returncode != 0
+    assert f"FASTRNN_MALLOC_WARMUP must be 0 or 1, got {value!r}" in result.stderr
 
 
 def test_median_ms_is_made_of_calibrate_and_sample_seconds(monkeypatch, recorded_sampling):
