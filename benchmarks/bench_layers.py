@@ -314,7 +314,7 @@ def adding_problem_workload(cell="lstm", seed=0):
 
     def train_step():
         return model.train_step(x, y)
-    train_step.model = model
+    train_step.model, train_step.batch = model, (x, y)
     return train_step
 
 

@@ -294,11 +294,16 @@ def assert_ragged(lengths, seq_len, full):
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_asv_suite():
-    """A fresh copy of the asv suite's module, benchmarks/bench_layers.py (its
-    per-process caches start empty)."""
-    path = os.path.join(REPO_ROOT, "benchmarks", "bench_layers.py")
-    spec = importlib.util.spec_from_file_location("bench_layers_under_test", path)
+def load_benchmark_script(name):
+    """A fresh copy of the module benchmarks/NAME.py (its per-process caches
+    start empty)."""
+    path = os.path.join(REPO_ROOT, "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_asv_suite():
+    """A fresh copy of the asv suite's module, benchmarks/bench_layers.py."""
+    return load_benchmark_script("bench_layers")

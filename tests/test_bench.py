@@ -11,7 +11,7 @@ import types
 
 import numpy as np
 import pytest
-from helpers import load_asv_suite
+from helpers import load_asv_suite, load_benchmark_script
 
 import fastrnn
 from fastrnn import bench
@@ -306,3 +306,22 @@ def test_ab_script_refuses_what_it_would_not_measure(arguments, message):
                             text=True, timeout=120)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+# ------------------------------------------------------ benchmarks/model_loop.py
+def test_model_loop_times_the_same_training_step_in_fastrnn_and_torch(capsys):
+    """Both sides start from the same weights and batch (the script checks their
+    first losses agree before timing) and the row gives the ratio."""
+    model_loop = load_benchmark_script("model_loop")
+    model_loop.main(["--cells", "rnn", "--repeats", "1", "--threads", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("rnn ")]
+    assert len(rows) == 1 and rows[0].split()[-1].endswith("x"), rows
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--cells", "lstm,lsmt"], "--cells: unknown lsmt"), (["--repeats", "0"], "at least 1")])
+def test_model_loop_refuses_what_it_would_not_measure(arguments, message, capsys):
+    model_loop = load_benchmark_script("model_loop")
+    with pytest.raises(SystemExit):
+        model_loop.main(arguments)
+    assert message in capsys.readouterr().err
