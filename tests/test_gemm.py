@@ -165,6 +165,8 @@ def test_the_per_step_products_change_no_reference_counts():
     (12, 40, 64),     # few rows against the weight: split by gate columns
     (9, 37, 5),       # ragged
     (3, 7, 2),        # fewer rows than some thread counts
+    (200, 48, 3),     # narrow inputs (loops, not BLAS): split by rows
+    (5, 40, 4),       # narrow inputs split by gate columns
 ])
 def test_parameter_gradients_accumulate_like_numpy(dtype, threads, rows, gates, inner):
     rng = np.random.default_rng(rows * gates)

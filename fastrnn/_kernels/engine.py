@@ -54,6 +54,9 @@ from .sequence import (
     clamp,
     copy_columns,
     copy_rows,
+    is_narrow,
+    narrow_rows_dot,
+    narrow_weight_gradient,
     product_scratch,
     recurrent_product,
     time_index,
@@ -214,7 +217,10 @@ def _rows_dot(a, b, out, transpose, n_threads, chunk_address):
 
 def _rows_dot_chunk(chunk, n_chunks, a, b, out, transpose):
     start, stop = chunk_bounds(chunk, n_chunks, a.shape[0])
-    matmul(a[start:stop], b, out[start:stop], False, transpose, False)
+    if is_narrow(b):
+        narrow_rows_dot(a[start:stop], b, out[start:stop], transpose)
+    else:
+        matmul(a[start:stop], b, out[start:stop], False, transpose, False)
 
 
 def step_work_size(batch, input_size, hidden, n_gates, cache_width, scratch_count):
@@ -359,11 +365,11 @@ def _param_grads_chunk(chunk, n_chunks, by_rows, sums, d_gates, inputs, d_weight
         units = (n_gates + 15) // 16
         start, stop = chunk_bounds(chunk, n_chunks, units)
         start, stop = min(16 * start, n_gates), min(16 * stop, n_gates)
-        matmul(d_gates[:, start:stop], inputs, d_weight[start:stop], True, False, True)
+        _weight_gradient(d_gates[:, start:stop], inputs, d_weight[start:stop], True)
         add_column_sums(d_gates, 0, n_rows, start, stop, d_bias)
         return
     if n_chunks == 1:
-        matmul(d_gates, inputs, d_weight, True, False, True)
+        _weight_gradient(d_gates, inputs, d_weight, True)
         add_column_sums(d_gates, 0, n_rows, 0, n_gates, d_bias)
         return
     if sums:
@@ -377,17 +383,26 @@ def _param_grads_chunk(chunk, n_chunks, by_rows, sums, d_gates, inputs, d_weight
         return
     start, stop = chunk_bounds(chunk, n_chunks, n_rows)
     if chunk == 0:
-        matmul(d_gates[start:stop], inputs[start:stop], d_weight, True, False, True)
+        _weight_gradient(d_gates[start:stop], inputs[start:stop], d_weight, True)
     else:
-        matmul(d_gates[start:stop], inputs[start:stop], parts[chunk - 1], True, False, False)
+        _weight_gradient(d_gates[start:stop], inputs[start:stop], parts[chunk - 1], False)
     add_column_sums(d_gates, start, stop, 0, n_gates, bias_parts[chunk])
+
+
+@helper
+def _weight_gradient(d_gates, inputs, target, accumulate):
+    """target (+)= d_gates^T inputs: narrow inputs by loops, others by BLAS."""
+    if is_narrow(target):
+        narrow_weight_gradient(d_gates, inputs, target, accumulate)
+    else:
+        matmul(d_gates, inputs, target, True, False, accumulate)
 
 
 def _param_grads_one_thread(d_gates, inputs, d_weight, d_bias, n_threads, chunk_address):
     """_param_grads on one thread (n_threads and chunk_address are ignored): without the splits,
     whose code took a second of every cold serial compile."""
     n_rows, n_gates = d_gates.shape
-    matmul(d_gates, inputs, d_weight, True, False, True)
+    _weight_gradient(d_gates, inputs, d_weight, True)
     add_column_sums(d_gates, 0, n_rows, 0, n_gates, d_bias)
 
 

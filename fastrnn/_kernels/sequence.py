@@ -179,3 +179,56 @@ def add_column_sums(matrix, row0, row1, col0, col1, out):
     for row in range(row0, row1):
         for col in range(col0, col1):
             out[col] += matrix[row, col]
+
+
+# Input sizes (the width of W_ih) from 2 up to this run the input-side products as
+# loops: BLAS spends more on packing an operand that narrow than on the product
+# (one input size is a matrix-vector product, which BLAS runs well).
+NARROW_WIDTH = 4
+
+
+@helper
+def is_narrow(weight):
+    """Whether `weight` (G, I) is narrow enough for narrow_rows_dot and
+    narrow_weight_gradient."""
+    return 2 <= weight.shape[1] <= NARROW_WIDTH
+
+
+@helper
+def narrow_rows_dot(a, weight, out, transpose):
+    """out = a @ weight.T (a (N, I)) if `transpose`, else a @ weight (a (N, G));
+    weight (G, I) narrow: each row's products run over contiguous rows of
+    weight.T, a vectorised loop."""
+    weight_t = np.ascontiguousarray(weight.T)
+    inputs, width = weight_t.shape
+    for row in range(a.shape[0]):
+        if transpose:
+            first = a[row, 0]
+            for g in range(width):
+                out[row, g] = first * weight_t[0, g]
+            for i in range(1, inputs):
+                value = a[row, i]
+                for g in range(width):
+                    out[row, g] += value * weight_t[i, g]
+        else:
+            for i in range(inputs):
+                total = out.dtype.type(0.0)
+                for g in range(width):
+                    total += a[row, g] * weight_t[i, g]
+                out[row, i] = total
+
+
+@helper
+def narrow_weight_gradient(d_gates, inputs, target, accumulate):
+    """target (G, I) = d_gates^T inputs, or += that if `accumulate`, for narrow
+    inputs (N, I): one pass over d_gates into an (I, G) sum."""
+    width = d_gates.shape[1]
+    sums = np.zeros((inputs.shape[1], width), dtype=target.dtype)
+    for row in range(d_gates.shape[0]):
+        for i in range(inputs.shape[1]):
+            value = inputs[row, i]
+            for g in range(width):
+                sums[i, g] += d_gates[row, g] * value
+    for g in range(width):
+        for i in range(inputs.shape[1]):
+            target[g, i] = target[g, i] + sums[i, g] if accumulate else sums[i, g]
