@@ -30,10 +30,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from fastrnn.bench import NAMED_SHAPES  # noqa: E402  (the working tree's)
+from fastrnn import bench  # noqa: E402  (the working tree's)
 
-MODES = ("train", "forward", "stream")
-CELLS = ("rnn", "lstm", "gru")
 STREAM_CALLS = 100
 
 
@@ -114,7 +112,8 @@ def main():
     shapes = [(spec, _parse_shape(parser, spec))
               for spec in args.shape or ("tiny", "small", "mid", "big", "large", "wide")]
     modes, cells = args.modes.split(","), args.cells.split(",")
-    for option, values, known in (("--modes", modes, MODES), ("--cells", cells, CELLS)):
+    for option, values, known in (("--modes", modes, bench.MODES),
+                                  ("--cells", cells, bench.CELLS)):
         unknown = [value for value in values if value not in known]
         if unknown:
             parser.error(f"{option}: unknown {', '.join(unknown)} (expected some of "
@@ -140,17 +139,12 @@ def main():
 
 
 def _parse_shape(parser, spec):
-    if spec in NAMED_SHAPES:
-        shape = NAMED_SHAPES[spec]
-        return shape.T, shape.B, shape.I, shape.H
     try:
-        shape = tuple(int(value) for value in spec.split(","))
+        shape = bench.parse_shape(spec)
     except ValueError:
-        shape = ()
-    if len(shape) != 4 or min(shape) < 1:
-        parser.error(f"--shape: expected a name ({', '.join(NAMED_SHAPES)}) or four positive "
-                     f"integers T,B,I,H, got {spec!r}")
-    return shape
+        parser.error(f"--shape: expected a name ({', '.join(bench.NAMED_SHAPES)}) or four "
+                     f"positive integers T,B,I,H, got {spec!r}")
+    return shape.T, shape.B, shape.I, shape.H
 
 
 if __name__ == "__main__":

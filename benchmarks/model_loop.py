@@ -25,8 +25,6 @@ from fastrnn import bench  # noqa: E402
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from bench_layers import ADDING, adding_problem_workload  # noqa: E402
 
-CELLS = ("lstm", "gru", "rnn")
-
 
 def torch_workload(fastrnn_step, cell):
     """torch's training step of the model fastrnn_step trains, from its weights."""
@@ -34,8 +32,7 @@ def torch_workload(fastrnn_step, cell):
     model = fastrnn_step.model
     x, y = fastrnn_step.batch
     weights = {name: torch.from_numpy(np.array(value)) for name, value in model.params.items()}
-    recurrent = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell](
-        x.shape[2], ADDING["hidden"])
+    recurrent = bench.torch_module_class(cell)(x.shape[2], ADDING["hidden"])
     recurrent.load_state_dict({name[len("rnn."):]: value for name, value in weights.items()
                                if name.startswith("rnn.")})
     head = torch.nn.Linear(ADDING["hidden"], y.shape[1])
@@ -63,10 +60,10 @@ def main(argv=None):
     parser.add_argument("--cells", default="lstm")
     args = parser.parse_args(argv)
     cells = args.cells.split(",")
-    unknown = [cell for cell in cells if cell not in CELLS]
+    unknown = [cell for cell in cells if cell not in bench.CELLS]
     if unknown:
         parser.error(f"--cells: unknown {', '.join(unknown)} (expected some of "
-                     f"{', '.join(CELLS)})")
+                     f"{', '.join(bench.CELLS)})")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     restore = bench.set_threads(args.threads or fastrnn.get_num_threads())

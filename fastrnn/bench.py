@@ -254,11 +254,16 @@ def import_torch():
     return torch
 
 
+def torch_module_class(cell):
+    """torch's recurrent module class for one of CELLS."""
+    torch = import_torch()
+    return {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+
+
 def _torch_workload(cell, mode, shape, x, seed):
     torch = import_torch()
     torch.manual_seed(seed)
-    module_class = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
-    module = module_class(shape.I, shape.H)
+    module = torch_module_class(cell)(shape.I, shape.H)
     x = torch.from_numpy(x)
     if mode == "train":
         def train_step():
