@@ -165,6 +165,30 @@ def _rows_per_thread(batch, plan):
     return -(-batch // plan.threads)
 
 
+_MIN_UNIT_WIDTH = 16
+
+
+def unit_blocks(hidden, threads):
+    """How many blocks of units the unit split cuts H into on `threads` threads:
+    the most, at most `threads`, that divide H into blocks of at least
+    _MIN_UNIT_WIDTH units; 1 (no split) where none does."""
+    for n_blocks in range(min(threads, hidden // _MIN_UNIT_WIDTH), 1, -1):
+        if hidden % n_blocks == 0:
+            return n_blocks
+    return 1
+
+
+def _unit_order(vector_or_rows, n_gates, n_blocks):
+    """Gate rows (or bias values) reordered from gate-major (g, unit) to the unit
+    split's block-major (block, g, unit in block)."""
+    rows = vector_or_rows.shape[0]
+    width = rows // (n_gates * n_blocks)
+    tail = vector_or_rows.shape[1:]
+    return np.ascontiguousarray(
+        vector_or_rows.reshape(n_gates, n_blocks, width, *tail).swapaxes(0, 1)
+    ).reshape(rows, *tail)
+
+
 class CellRunner:
     """Runs one cell kind's kernels (see fastrnn.cells for the spec)."""
 
@@ -182,6 +206,11 @@ class CellRunner:
         batch, hidden = h0.shape
         n_steps = x.shape[0] // batch
         dtype = x.dtype
+        if plan.split_units and not keep and batch == 1 and spec.splits_units:
+            n_blocks = unit_blocks(hidden, plan.threads)
+            if n_blocks > 1 and n_steps >= _MIN_STEPS_FOR_COPY:
+                return self._forward_units(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse,
+                                           plan, n_blocks, h_n, c_n), None
         gates = np.empty((n_steps, batch, spec.n_gates * hidden), dtype=dtype)
         h_prev = _cache_array(n_steps, batch, hidden, dtype, keep)
         extra = _cache_array(n_steps, batch, spec.cache_width * hidden, dtype, keep)
@@ -190,7 +219,8 @@ class CellRunner:
         x = np.ascontiguousarray(x)
         arguments = (x, w_ih, w_hh, *_step_weights(w_hh, n_steps, batch, plan), b_ih + b_hh,
                      b_ih, b_hh, np.ascontiguousarray(h0), c0, lengths, reverse, plan.threads,
-                     gates, h_prev, extra, out, h_n, c_n)
+                     gates, h_prev, extra, out, h_n, c_n, _empty((0, 0), dtype),
+                     _empty((0,), np.int64))
         kernels = spec.kernels
         addresses = (kernels.rows("forward", dtype, arguments), dot_chunk_address(dtype))
         if plan.threads == 1:
@@ -198,6 +228,42 @@ class CellRunner:
         else:
             kernels.forward_parallel(*addresses, *arguments)
         return out, (gates, h_prev, extra) if keep else None
+
+    def _forward_units(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan,
+                       n_blocks, h_n, c_n):
+        """Inference of one sequence with its hidden units split into n_blocks
+        blocks, one a thread (engine._forward_unit_rows); returns out (T, 1, H)."""
+        spec = self.spec
+        hidden = h0.shape[1]
+        n_steps = x.shape[0]
+        dtype = x.dtype
+        width = hidden // n_blocks
+        g_width = spec.n_gates * width
+        c0, c_n = self._cell_state(c0, c_n, 1, hidden, dtype)
+        state_width = c0.shape[1] // n_blocks
+        unit_state = np.empty((n_blocks, g_width + width + state_width), dtype=dtype)
+        unit_state[:, g_width:g_width + width] = h0.reshape(n_blocks, width)
+        unit_state[:, g_width + width:] = c0.reshape(n_blocks, state_width)
+        in_order = functools.partial(_unit_order, n_gates=spec.n_gates, n_blocks=n_blocks)
+        out = np.empty((n_steps, 1, hidden), dtype=dtype)
+        arguments = (np.ascontiguousarray(x), in_order(w_ih), w_hh,
+                     _empty((0, w_hh.shape[0]), dtype), _no_blocks(hidden, dtype),
+                     in_order(b_ih + b_hh),
+                     in_order(b_ih), in_order(b_hh), np.ascontiguousarray(h0), c0, lengths,
+                     reverse, plan.threads,
+                     np.empty((n_steps, n_blocks, g_width), dtype=dtype),
+                     _empty((0, 1, hidden), dtype), _empty((0, 1, spec.cache_width * hidden), dtype),
+                     out, h_n, c_n, unit_state, np.zeros(n_blocks + 1, dtype=np.int64))
+        if _threads.observing():
+            _threads.report_run({
+                "pass": "forward", "threads": plan.threads, "blocked": plan.blocked,
+                "blas_threads": plan.blas_threads, "product": "unit_split",
+                "block_grid": (0, 0), "fill": None,
+                "rows_per_thread": 1, "steps": n_steps, "batch": 1, "unit_blocks": n_blocks})
+        kernels = spec.kernels
+        kernels.forward_parallel(kernels.rows("forward_units", dtype, arguments),
+                                 dot_chunk_address(dtype), *arguments)
+        return out
 
     def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
                  clip_hidden, plan, dw_ih, dw_hh, db_ih, db_hh):

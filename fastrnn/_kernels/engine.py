@@ -43,8 +43,17 @@ import numba
 import numpy as np
 from numba.core import types as numba_types
 
-from ._jit import called_by_address, helper, inlined, jit, prefer_vector_width, renamed
-from .gemm import matmul
+from ._jit import (
+    borrowing_helper,
+    called_by_address,
+    helper,
+    inlined,
+    jit,
+    prefer_vector_width,
+    renamed,
+)
+from .atomics import atomic_add, atomic_load, compare_and_swap, spin_pause
+from .gemm import matmul, row_times_row_blocks
 from .native import argument_types, compiled_address, launch_parallel, launch_serial, pack, unpack
 from .sequence import (
     add_column_sums,
@@ -84,8 +93,9 @@ N_GATES = CACHE_WIDTH = SCRATCH_COUNT = GATED_STATE_BLOCKS = FORWARD_VECTOR_WIDT
 
 
 def _forward_rows(chunk, n_chunks, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0, lengths,
-                  reverse, one, gates, h_prev, extra, out, h_n, c_n):
-    """The time loop of the batch rows of slice `chunk` of n_chunks."""
+                  reverse, one, gates, h_prev, extra, out, h_n, c_n, unit_state, claims):
+    """The time loop of the batch rows of slice `chunk` of n_chunks (unit_state
+    and claims are the unit split's: see _forward_unit_rows)."""
     prefer_vector_width(FORWARD_VECTOR_WIDTH)
     n_steps = gates.shape[0]
     start, stop = chunk_bounds(chunk, n_chunks, gates.shape[1])
@@ -110,7 +120,7 @@ def _forward_rows(chunk, n_chunks, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0,
 
 
 def _forward(rows, dot_chunk, x, w_ih, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0, lengths,
-             reverse, n_threads, gates, h_prev, extra, out, h_n, c_n):
+             reverse, n_threads, gates, h_prev, extra, out, h_n, c_n, unit_state, claims):
     """Forward over the whole sequence; `rows` is the address of the cell's
     time loop (_forward_rows compiled for these arguments: CellKernels.rows),
     `dot_chunk` that of _rows_dot_chunk (dot_chunk_address).
@@ -121,14 +131,116 @@ def _forward(rows, dot_chunk, x, w_ih, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh,
     b_ih + b_hh; h0 (B, H), c0 (B, S) (S = 0 for cells without a cell state).
     Fills gates (T, B, G), out (T, B, H), h_n, c_n and, for BPTT (else they are
     empty (0, B, .)), h_prev (T, B, H) and the cell's extra cache (T, B, E).
+    unit_state and claims are empty, except for the unit split's time loop
+    (_forward_unit_rows), whose arguments differ as it says.
     """
-    n_steps, batch, width = gates.shape
+    batch = gates.shape[1]
     one = gates.dtype.type(1.0)  # keeps float32 arithmetic in float32
     # Input projection of every step at once: one GEMM before the time loop.
-    rows_dot(x, w_ih, gates.reshape(n_steps * batch, width), True, n_threads, dot_chunk)
+    rows_dot(x, w_ih, gates.reshape(x.shape[0], w_ih.shape[0]), True, n_threads, dot_chunk)
     launch(rows, batch_chunks(n_threads, batch),
            pack((w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0, lengths, reverse, one, gates,
-                 h_prev, extra, out, h_n, c_n)))
+                 h_prev, extra, out, h_n, c_n, unit_state, claims)))
+
+
+def _forward_unit_rows(chunk, n_chunks, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0,
+                       lengths, reverse, one, gates, h_prev, extra, out, h_n, c_n, unit_state,
+                       claims):
+    """The time loop of one sequence (B = 1, inference) with its H hidden units
+    split into n_chunks blocks of w = H / n_chunks: each thread keeps its block's
+    share of W_hh in its own cache for the whole sequence, where the batch split
+    has one thread read all of it every step.
+
+    The arguments are _forward's for the blocks as batch rows: gates (T, n, G*w),
+    block k's gate columns in row k (the gate blocks of its units side by side);
+    bias, b_ih, b_hh (n*G*w,) in that order. w_hh (G*H, H), h0, c0, lengths,
+    out (T, 1, H), h_n and c_n are the sequence's own (w_hh_t and w_blocks go
+    unused: each block multiplies its rows of W_hh as stored). unit_state
+    (n, G*w + w + S*w) holds each block's per-step product, h and c (S = 0 or 1
+    blocks of cell state), its h and c set to h0's and c0's units; claims
+    (n + 1,) int64 zeros is the hand-over: claims[0] counts the block steps
+    done, claims[1 + k] the steps of block k taken.
+
+    Thread `chunk` takes its own block's steps in order. A step of a block needs
+    all blocks' previous step (their units of h_{t-1}); a thread that waits for
+    them takes and does any block's step not yet taken, so the loop finishes
+    even where the threads run one after another.
+    """
+    prefer_vector_width(FORWARD_VECTOR_WIDTH)
+    n_valid = lengths[0]
+    width = h0.shape[1] // n_chunks
+    block_lengths = np.empty(n_chunks, dtype=np.int64)
+    for block in range(n_chunks):
+        block_lengths[block] = n_valid
+    cell_scratch = np.empty((SCRATCH_COUNT, 1, width), dtype=gates.dtype)
+    block_out = out.reshape(out.shape[0], n_chunks, width)
+    for step in range(n_valid):
+        if compare_and_swap(claims, 1 + chunk, step, step + 1):
+            _await_unit_step(step - 1, n_valid, reverse, one, width, w_hh, bias, b_ih,
+                             b_hh, h0, block_lengths, gates, extra, out, block_out, unit_state,
+                             claims, cell_scratch)
+            _unit_block_step(chunk, step, n_valid, reverse, one, width, w_hh, bias,
+                             b_ih, b_hh, h0, block_lengths, gates, extra, out, block_out,
+                             unit_state, claims, cell_scratch)
+    _await_unit_step(n_valid - 1, n_valid, reverse, one, width, w_hh, bias, b_ih, b_hh,
+                     h0, block_lengths, gates, extra, out, block_out, unit_state, claims,
+                     cell_scratch)
+    first = chunk * width
+    g_width = N_GATES * width
+    for j in range(width):
+        h_n[0, first + j] = unit_state[chunk, g_width + j]
+    for j in range(c_n.shape[1] // n_chunks):
+        c_n[0, first + j] = unit_state[chunk, g_width + width + j]
+    for t in range(n_valid, out.shape[0]):
+        for j in range(width):
+            out[t, 0, first + j] = 0.0
+
+
+def _await_unit_step(step, n_valid, reverse, one, width, w_hh, bias, b_ih, b_hh, h0,
+                     block_lengths, gates, extra, out, block_out, unit_state, claims,
+                     cell_scratch):
+    """Returns once every block has done `step` (none for step -1), doing the
+    blocks' steps not yet taken meanwhile (only once `step - 1` is done)."""
+    n_blocks = block_lengths.shape[0]
+    target = (step + 1) * n_blocks
+    while True:
+        done = atomic_load(claims, 0)
+        if done >= target:
+            return
+        if done >= step * n_blocks:
+            for block in range(n_blocks):
+                if compare_and_swap(claims, 1 + block, step, step + 1):
+                    _unit_block_step(block, step, n_valid, reverse, one, width, w_hh,
+                                     bias, b_ih, b_hh, h0, block_lengths, gates, extra, out,
+                                     block_out, unit_state, claims, cell_scratch)
+        spin_pause()
+
+
+def _unit_block_step(block, step, n_valid, reverse, one, width, w_hh, bias, b_ih, b_hh,
+                     h0, block_lengths, gates, extra, out, block_out, unit_state, claims,
+                     cell_scratch):
+    """Step `step` of one block of units (see _forward_unit_rows): its gates'
+    share of h_{t-1} W_hh^T, the cell's gate math on its units, then counted done."""
+    prefer_vector_width(FORWARD_VECTOR_WIDTH)
+    hidden = h0.shape[1]
+    g_width = N_GATES * width
+    t = time_index(step, n_valid, reverse)
+    state = unit_state[block]
+    recurrent = state[:g_width].reshape(1, g_width)
+    # Gate g's rows of this block's units in W_hh (G*H, H) as stored: g*H + block*w on.
+    if step == 0:
+        row_times_row_blocks(h0, 0, w_hh, block * width, hidden, width, N_GATES, state, 0)
+    else:
+        previous = time_index(step - 1, n_valid, reverse)
+        row_times_row_blocks(out, previous * hidden, w_hh, block * width, hidden, width, N_GATES,
+                             state, 0)
+    c_width = unit_state.shape[1] - g_width - width
+    span = slice(block * g_width, (block + 1) * g_width)
+    cell_forward_step(t, block, block + 1, block_lengths, one, gates, recurrent, bias[span],
+                      b_ih[span], b_hh[span], state[g_width:g_width + width].reshape(1, width),
+                      state[g_width + width:].reshape(1, c_width), extra, False, block_out,
+                      w_hh, cell_scratch)
+    atomic_add(claims, 0, 1)
 
 
 def _backward_rows(chunk, n_chunks, w_hh, w_hh_blocks, lengths, reverse, one, bound, gates,
@@ -439,12 +551,13 @@ class CellKernels(types.SimpleNamespace):
     backward_serial, backward_parallel (signatures: _forward and _backward; the
     serial ones ignore n_threads), and step_forward, step_backward for the
     single-step cells (_cell_forward, _cell_backward); and the time loops the
-    drivers run, forward_rows and backward_rows (inlined into chunk entries),
+    drivers run, forward_rows, forward_units_rows (the unit split's) and
+    backward_rows (inlined into chunk entries),
     whose entries' addresses `rows` gives."""
 
     def rows(self, pass_name, dtype, arguments):
         """The address of the chunk entry of the time loop of `pass_name`
-        ("forward" or "backward") for a driver call with these arguments (all
+        ("forward", "forward_units" or "backward") for a driver call with these arguments (all
         arrays C-contiguous and writable, lengths int64, the rest of `dtype`;
         native.pack refuses others), compiled on first use."""
         key = (pass_name, dtype)
@@ -462,7 +575,8 @@ def _parameters(function):
 # The scalars a driver passes its time loop that are its own locals (of the
 # arrays' dtype), not its arguments.
 _DRIVER_SCALARS = ("one", "bound")
-_TEMPLATES = {"forward": (_forward, _forward_rows), "backward": (_backward, _backward_rows)}
+_TEMPLATES = {"forward": (_forward, _forward_rows), "forward_units": (_forward, _forward_unit_rows),
+              "backward": (_backward, _backward_rows)}
 _ADDRESSES = ("rows", "dot_chunk", "grads_chunk")
 
 
@@ -567,10 +681,12 @@ def instantiate(name, n_gates, cache_width, forward_step, backward_step, recurre
                      FORWARD_VECTOR_WIDTH=int(forward_vector_width))
     for view in (_step_views, _param_views):
         namespace[view.__name__] = helper(renamed(view, f"{name}{view.__name__}", namespace))
+    for unit_helper in (_unit_block_step, _await_unit_step):
+        namespace[unit_helper.__name__] = borrowing_helper(
+            renamed(unit_helper, f"{name}{unit_helper.__name__}", namespace))
     kernels = {f"{pass_name}_rows": inlined(renamed(template, f"{name}_{pass_name}_rows_{stamp}",
                                                    namespace))
-               for pass_name, template in (("forward", _forward_rows),
-                                           ("backward", _backward_rows))}
+               for pass_name, (_, template) in _TEMPLATES.items()}
     kernels.update(_forward_drivers())
     for variant, helpers in _VARIANTS.items():
         kernels[f"backward_{variant}"] = jit(

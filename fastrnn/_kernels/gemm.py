@@ -160,6 +160,22 @@ def matmul_blocks(a, blocks, out):
 
 
 @borrowing_helper
+def row_times_row_blocks(a, a_offset, w, first_row, row_step, rows, count, out, out_offset):
+    """One row times `count` row blocks of w (N, K) transposed: for i < count, the
+    `rows` values of out's memory from out_offset + i * rows are the K values of
+    a's memory from a_offset times w[r:r + rows].T, r = first_row + i * row_step.
+    a, w and out are C-contiguous and every range lies inside its array (the
+    caller's to ensure). No views, so no reference counts change: a time loop
+    split across threads calls it every step."""
+    inner = w.shape[1]
+    like = out.dtype.type(0.0)
+    for i in range(count):
+        _product_at(like, False, True, 1, rows, inner, _address(a, a_offset), inner,
+                    _address(w, (first_row + i * row_step) * inner), inner,
+                    _address(out, out_offset + i * rows), rows, False)
+
+
+@borrowing_helper
 def _product_at(like, transpose_a, transpose_b, rows, columns, inner, a, lda, b, ldb, out,
                 ldc, accumulate):
     """matmul's BLAS call on row-major matrices at the addresses a, b, out (row
@@ -206,6 +222,15 @@ if numba.config.DISABLE_JIT:
             out += left @ right
         else:
             out[...] = left @ right
+
+    def row_times_row_blocks(a, a_offset, w, first_row, row_step, rows, count, out,  # noqa: F811
+                             out_offset):
+        """row_times_row_blocks in pure Python (a coverage run), on numpy."""
+        inner = w.shape[1]
+        row, flat = a.reshape(-1)[a_offset:a_offset + inner], out.reshape(-1)
+        for i in range(count):
+            first, start = first_row + i * row_step, out_offset + i * rows
+            flat[start:start + rows] = w[first:first + rows] @ row
 
     def matmul_blocks(a, blocks, out):  # noqa: F811
         """matmul_blocks in pure Python (a coverage run): matmul on views of the blocks."""

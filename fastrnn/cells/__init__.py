@@ -37,6 +37,13 @@ The engine takes dW_hh as d_gates^T h_{t-1}, except for the last
 state it keeps as its extra cache (cache_width 1): their gradient is taken
 against that.
 
+forward_step treats hidden units independently: unit j's results depend only
+on column j of each gate block (of gates, recurrent and the biases) and on unit
+j of the state. The engine relies on it to split one sequence's units across
+threads (calling forward_step on a block of w units with arrays of width G*w and
+w), for every cell but those with gated-state blocks (their step multiplies
+W_hh by the whole gated state itself).
+
 Adding a cell kind: a module here with those three functions and a `SPEC`
 (CellSpec, made with `spec(...)`), an entry in SPECS below, and a thin public
 layer class in fastrnn/layers.py.
@@ -53,12 +60,15 @@ class CellSpec(NamedTuple):
     """One cell kind: `n_gates` gate blocks of H rows in W_ih and W_hh,
     `state_count` state vectors (1: h; 2: h and c), `cache_width` extra cached
     values per step in units of H, `scratch_count` (rows, H) scratch buffers of
-    its step functions, and its compiled kernels."""
+    its step functions, whether the forward time loop of one sequence can split
+    its hidden units across threads (`splits_units`, see the module docstring),
+    and its compiled kernels."""
     name: str
     n_gates: int
     state_count: int
     cache_width: int
     scratch_count: int
+    splits_units: bool
     kernels: CellKernels
 
     @property
@@ -76,7 +86,8 @@ def spec(name, n_gates, state_count, cache_width, forward_step, backward_step,
                           recurrent_grads, recurrent_grads_differ, direct_state_path,
                           os.path.abspath(module_file), scratch_count, gated_state_blocks,
                           forward_vector_width)
-    return CellSpec(name, n_gates, state_count, cache_width, scratch_count, kernels)
+    return CellSpec(name, n_gates, state_count, cache_width, scratch_count,
+                    gated_state_blocks == 0, kernels)
 
 
 @gate_math
