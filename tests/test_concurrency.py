@@ -99,11 +99,14 @@ def test_threads_sharing_one_layer_for_inference(two_thread_batch_split):
         np.testing.assert_allclose(got, single, rtol=1e-5, atol=1e-6)
 
 
-def test_concurrent_calls_on_different_plans_restore_blas_threads(two_thread_batch_split):
-    """Calls that run BLAS on 2 threads (one sequence, nothing to split) and calls
-    that split the batch (BLAS on 1) overlap: each gives its result, and the
-    caller's BLAS setting is back afterwards."""
+def test_concurrent_calls_on_different_plans_restore_blas_threads(two_thread_batch_split,
+                                                                 monkeypatch):
+    """Calls that run BLAS on 2 threads (one sequence, nothing to split: the unit
+    split is kept off) and calls that split the batch (BLAS on 1) overlap: each
+    gives its result, and the caller's BLAS setting is back afterwards."""
     from fastrnn import _blas
+
+    monkeypatch.setattr(_threads, "UNIT_SPLIT_WORK", 1 << 62)
 
     if not _blas.controllable:
         pytest.skip("this scipy build's BLAS threads cannot be controlled")
