@@ -147,12 +147,15 @@ def _report(pass_name, w_hh, n_steps, batch, plan, step_weight, blocks):
         product = "weight_copy"
     else:
         product = "transposed_view"
+    _report_run(pass_name, plan, product, n_steps, batch, rows, block_grid=blocks.shape[:2],
+                fill=_weight_fill(w_hh, plan.threads) if blocks.shape[0] else None)
+
+
+def _report_run(pass_name, plan, product, n_steps, batch, rows_per_thread, **details):
     _threads.report_run({
         "pass": pass_name, "threads": plan.threads, "blocked": plan.blocked,
-        "blas_threads": plan.blas_threads, "product": product,
-        "block_grid": blocks.shape[:2],
-        "fill": _weight_fill(w_hh, plan.threads) if blocks.shape[0] else None,
-        "rows_per_thread": rows, "steps": n_steps, "batch": batch})
+        "blas_threads": plan.blas_threads, "product": product, "rows_per_thread": rows_per_thread,
+        "steps": n_steps, "batch": batch, **details})
 
 
 def _cache_array(n_steps, batch, width, dtype, keep):
@@ -255,11 +258,8 @@ class CellRunner:
                      _empty((0, 1, hidden), dtype), _empty((0, 1, spec.cache_width * hidden), dtype),
                      out, h_n, c_n, unit_state, np.zeros(n_blocks + 1, dtype=np.int64))
         if _threads.observing():
-            _threads.report_run({
-                "pass": "forward", "threads": plan.threads, "blocked": plan.blocked,
-                "blas_threads": plan.blas_threads, "product": "unit_split",
-                "block_grid": (0, 0), "fill": None,
-                "rows_per_thread": 1, "steps": n_steps, "batch": 1, "unit_blocks": n_blocks})
+            _report_run("forward", plan, "unit_split", n_steps, 1, 1, block_grid=(0, 0),
+                        fill=None, unit_blocks=n_blocks)
         kernels = spec.kernels
         kernels.forward_parallel(kernels.rows("forward_units", dtype, arguments),
                                  dot_chunk_address(dtype), *arguments)

@@ -3,9 +3,9 @@
 `fill_cache` makes tiny calls through the public layers, cells and SequenceModel
 that reach every kernel, and every argument-type specialisation of it, that
 production calls can reach: inference and training steps with every clipping
-option, on the single-threaded kernels and on the batch split (forced through
-_threads.forced_plan), for short and long sequences and small and large
-weights; the single-step cells; the head, the losses and each optimizer's
+option, on the single-threaded kernels, on the batch split and on the unit
+split (forced through _threads.forced_plan), for short and long sequences and
+small and large weights; the single-step cells; the head, the losses and each optimizer's
 update through a tiny SequenceModel. A later process then loads them all from
 the cache. A new public entry point needs its calls here.
 
@@ -35,6 +35,8 @@ _SEQUENCE_LENGTHS = (1, 5, 17)
 # one, and one of at least 2**18 elements whatever the cell.
 _HIDDEN_SIZES = (4, 512)
 _INPUT_SIZE = 3
+# Wide enough for the unit split to cut into two blocks.
+_UNIT_SPLIT_HIDDEN = 32
 _BATCH = 3
 
 
@@ -101,6 +103,11 @@ def _layer_calls(cell, dtype):
                 h0 = rng.standard_normal((1, small))
                 _run_layer(unbatched, rng.standard_normal((n_steps, _INPUT_SIZE)),
                            state=(h0, h0) if unbatched.has_cell_state else h0)
+    if parallel_threads() > 1:  # one sequence's inference split by hidden units
+        with _threads.forced_plan(threads=parallel_threads(), split_units=True):
+            split = layer_for_cell(cell, _INPUT_SIZE, _UNIT_SPLIT_HIDDEN, dtype=dtype, seed=0)
+            with no_grad():
+                split(rng.standard_normal((_SEQUENCE_LENGTHS[-1], 1, _INPUT_SIZE)))
     clipped = layer_for_cell(cell, _INPUT_SIZE, small, dtype=dtype, seed=0)
     clip_grad_norm(dict(clipped.grads), 1.0)  # a mapping: each array on its own
     clip_grad_value(clipped, 0.5)  # a layer: its one flat buffer

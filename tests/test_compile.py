@@ -20,8 +20,9 @@ pytestmark = pytest.mark.skipif(numba.config.DISABLE_JIT,
 
 # Production calls of an Elman RNN in float64, in a new process: a one-step layer
 # call, a small model's long sequence, the benchmark's mid shape, a large recurrent
-# weight, a single-step cell, a SequenceModel's training step and prediction. It
-# prints the fastrnn kernels numba compiled (from numba's compile events) and, from
+# weight, one long sequence of a large layer (its inference splits the hidden units
+# where there are two threads), a single-step cell, a SequenceModel's training step
+# and prediction. It prints the fastrnn kernels numba compiled (from numba's compile events) and, from
 # every fastrnn dispatcher's statistics, its cache misses and hits.
 _PRODUCTION_CALLS = """
 import json, sys
@@ -45,7 +46,7 @@ with event.install_listener("numba:compile", Compiles()):
 
     rng = np.random.default_rng(1)
     for n_steps, batch, inputs, hidden in [(1, 1, 8, 16), (20, 2, 8, 16), (50, 32, 64, 128),
-                                           (17, 4, 16, 512)]:
+                                           (17, 4, 16, 512), (20, 1, 8, 512)]:
         layer = fastrnn.RNN(inputs, hidden, dtype=np.float64, seed=0)
         x = rng.standard_normal((n_steps, batch, inputs))
         with fastrnn.no_grad():
