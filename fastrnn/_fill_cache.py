@@ -5,8 +5,8 @@ that reach every kernel, and every argument-type specialisation of it, that
 production calls can reach: inference and training steps with every clipping
 option, on the single-threaded kernels, on the batch split and on the unit
 split (forced through _threads.forced_plan), for short and long sequences and
-small and large weights; the single-step cells; the head, the losses and each optimizer's
-update through a tiny SequenceModel. A later process then loads them all from
+small and large weights; the single-step cells; the head, the losses and each
+optimizer's update through a tiny SequenceModel. A later process then loads them all from
 the cache. A new public entry point needs its calls here.
 
 numba keys its cache by the CPU it compiled for: a cache filled on one kind of
@@ -35,8 +35,6 @@ _SEQUENCE_LENGTHS = (1, 5, 17)
 # one, and one of at least 2**18 elements whatever the cell.
 _HIDDEN_SIZES = (4, 512)
 _INPUT_SIZE = 3
-# Wide enough for the unit split to cut into two blocks.
-_UNIT_SPLIT_HIDDEN = 32
 _BATCH = 3
 
 
@@ -105,7 +103,7 @@ def _layer_calls(cell, dtype):
                            state=(h0, h0) if unbatched.has_cell_state else h0)
     if parallel_threads() > 1:  # one sequence's inference split by hidden units
         with _threads.forced_plan(threads=parallel_threads(), split_units=True):
-            split = layer_for_cell(cell, _INPUT_SIZE, _UNIT_SPLIT_HIDDEN, dtype=dtype, seed=0)
+            split = layer_for_cell(cell, _INPUT_SIZE, _HIDDEN_SIZES[-1], dtype=dtype, seed=0)
             with no_grad():
                 split(rng.standard_normal((_SEQUENCE_LENGTHS[-1], 1, _INPUT_SIZE)))
     clipped = layer_for_cell(cell, _INPUT_SIZE, small, dtype=dtype, seed=0)

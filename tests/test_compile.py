@@ -22,8 +22,8 @@ pytestmark = pytest.mark.skipif(numba.config.DISABLE_JIT,
 # call, a small model's long sequence, the benchmark's mid shape, a large recurrent
 # weight, one long sequence of a large layer (its inference splits the hidden units
 # where there are two threads), a single-step cell, a SequenceModel's training step
-# and prediction. It prints the fastrnn kernels numba compiled (from numba's compile events) and, from
-# every fastrnn dispatcher's statistics, its cache misses and hits.
+# and prediction. It prints the fastrnn kernels numba compiled (from numba's compile
+# events) and, from every fastrnn dispatcher's statistics, its cache misses and hits.
 _PRODUCTION_CALLS = """
 import json, sys
 import numpy as np
