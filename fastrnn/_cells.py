@@ -209,11 +209,11 @@ class CellRunner:
         batch, hidden = h0.shape
         n_steps = x.shape[0] // batch
         dtype = x.dtype
-        if plan.split_units and not keep and batch == 1 and spec.splits_units:
+        if plan.split_units and batch == 1 and spec.splits_units:
             n_blocks = unit_blocks(hidden, plan.threads)
             if n_blocks > 1 and n_steps >= _MIN_STEPS_FOR_COPY:
                 return self._forward_units(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse,
-                                           plan, n_blocks, h_n, c_n), None
+                                           plan, n_blocks, keep, h_n, c_n)
         gates = np.empty((n_steps, batch, spec.n_gates * hidden), dtype=dtype)
         h_prev = _cache_array(n_steps, batch, hidden, dtype, keep)
         extra = _cache_array(n_steps, batch, spec.cache_width * hidden, dtype, keep)
@@ -233,15 +233,16 @@ class CellRunner:
         return out, (gates, h_prev, extra) if keep else None
 
     def _forward_units(self, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, reverse, plan,
-                       n_blocks, h_n, c_n):
-        """Inference of one sequence with its hidden units split into n_blocks
-        blocks, one a thread (engine._forward_unit_rows); returns out (T, 1, H)."""
+                       n_blocks, keep, h_n, c_n):
+        """`forward` of one sequence with its hidden units split into n_blocks
+        blocks, one a thread (engine._forward_unit_rows)."""
         spec = self.spec
         hidden = h0.shape[1]
         n_steps = x.shape[0]
         dtype = x.dtype
         width = hidden // n_blocks
         g_width = spec.n_gates * width
+        extra_width = spec.cache_width * width
         c0, c_n = self._cell_state(c0, c_n, 1, hidden, dtype)
         state_width = c0.shape[1] // n_blocks
         unit_state = np.empty((n_blocks, g_width + width + state_width), dtype=dtype)
@@ -249,13 +250,13 @@ class CellRunner:
         unit_state[:, g_width + width:] = c0.reshape(n_blocks, state_width)
         in_order = functools.partial(_unit_order, n_gates=spec.n_gates, n_blocks=n_blocks)
         out = np.empty((n_steps, 1, hidden), dtype=dtype)
+        gates = np.empty((n_steps, n_blocks, g_width), dtype=dtype)
+        extra = np.empty((n_steps if keep else 0, n_blocks, extra_width), dtype=dtype)
+        h0 = np.ascontiguousarray(h0)
         arguments = (np.ascontiguousarray(x), in_order(w_ih), w_hh,
                      _empty((0, w_hh.shape[0]), dtype), _no_blocks(hidden, dtype),
-                     in_order(b_ih + b_hh),
-                     in_order(b_ih), in_order(b_hh), np.ascontiguousarray(h0), c0, lengths,
-                     reverse, plan.threads,
-                     np.empty((n_steps, n_blocks, g_width), dtype=dtype),
-                     _empty((0, 1, hidden), dtype), _empty((0, 1, spec.cache_width * hidden), dtype),
+                     in_order(b_ih + b_hh), in_order(b_ih), in_order(b_hh), h0, c0, lengths,
+                     reverse, plan.threads, gates, _empty((0, 1, hidden), dtype), extra,
                      out, h_n, c_n, unit_state, np.zeros(n_blocks + 1, dtype=np.int64))
         if _threads.observing():
             _report_run("forward", plan, "unit_split", n_steps, 1, 1, block_grid=(0, 0),
@@ -263,7 +264,24 @@ class CellRunner:
         kernels = spec.kernels
         kernels.forward_parallel(kernels.rows("forward_units", dtype, arguments),
                                  dot_chunk_address(dtype), *arguments)
-        return out
+        if not keep:
+            return out, None
+        # BPTT's caches in the batch layout: the blocks' columns back in gate-major
+        # order, and h_{t-1} from the outputs.
+        def in_batch_order(blocked, n_values):
+            return np.ascontiguousarray(
+                blocked.reshape(n_steps, n_blocks, n_values, width).swapaxes(1, 2)
+            ).reshape(n_steps, 1, n_values * hidden)
+        n_valid = int(lengths[0])
+        h_prev = np.zeros((n_steps, 1, hidden), dtype=dtype)
+        first = n_valid - 1 if reverse else 0
+        h_prev[first] = h0
+        if reverse:
+            h_prev[:n_valid - 1] = out[1:n_valid]
+        else:
+            h_prev[1:n_valid] = out[:n_valid - 1]
+        return out, (in_batch_order(gates, spec.n_gates), h_prev,
+                     in_batch_order(extra, spec.cache_width))
 
     def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
                  clip_hidden, plan, dw_ih, dw_hh, db_ih, db_hh):

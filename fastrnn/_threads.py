@@ -128,7 +128,7 @@ STEP_SPLIT_WORK = 1 << 20
 # a single-threaded per-step product ran 1.6x slower than a split one).
 # FASTRNN_STRATEGY=blas or =batch forces one.
 STRATEGY = os.environ.get("FASTRNN_STRATEGY", "auto")
-# The inference of a single sequence (B = 1) with at least this many multiply-adds
+# The forward pass of a single sequence (B = 1) with at least this many multiply-adds
 # in its per-step product (H x G*H) splits its hidden units across the threads
 # where the "batch" strategy would split a batch: each thread then reads its share
 # of W_hh from its own cache every step, and the threads hand h_t over each step.
@@ -141,8 +141,8 @@ class Plan(NamedTuple):
     """How a call's kernels run: `threads` batch slices (1: the single-threaded
     kernels), whether the per-step products may be split into small-matrix
     blocks (`blocked`), the threads BLAS runs on (`blas_threads`; 1 whenever
-    the batch is split), and whether the inference of a single sequence splits
-    its hidden units across the `threads` instead (`split_units`)."""
+    the batch is split), and whether the forward pass of a single sequence
+    splits its hidden units across the `threads` instead (`split_units`)."""
     threads: int
     blocked: bool
     blas_threads: int = 1
@@ -154,19 +154,19 @@ _forced_plan = None
 _forcing_lock = threading.Lock()
 
 
-def kernel_threads(work=None, step_work=None, batch=None, inference=False):
+def kernel_threads(work=None, step_work=None, batch=None, forward=False):
     """Apply fastrnn's thread settings for the body (see STRATEGY); yields a Plan.
 
     `work` is the call's multiply-adds, `step_work` those of one step's recurrent
-    product, `batch` the rows the batch strategy may split; `inference` (no
-    activations kept) lets a single sequence split its hidden units (see
-    UNIT_SPLIT_WORK).
+    product, `batch` the rows the batch strategy may split; `forward` (the
+    body runs forward passes) lets a single sequence split its hidden units
+    (see UNIT_SPLIT_WORK).
     """
     if _forced_plan is not None:
         return _applied(_forced_for(batch))
     if work is not None and work < SERIAL_WORK:
         return _UNTOUCHED  # a plain object: streaming calls skip the generator's cost
-    return _applied(_chosen_plan(work, step_work, batch, inference))
+    return _applied(_chosen_plan(work, step_work, batch, forward))
 
 
 @contextlib.contextmanager
@@ -175,7 +175,7 @@ def forced_plan(threads=1, blocked=False, blas_threads=1, split_units=False):
     strategy: `threads` batch slices (at most the batch's rows; 1 in a forked
     child of an OpenMP parent), per-step products in blocks or not, BLAS on
     `blas_threads` threads when the batch is not split, and with `split_units`
-    the inference of a single sequence split by hidden units across `threads`.
+    the forward pass of a single sequence split by hidden units across `threads`.
     For tests, which must reach every path the kernels can take on any machine.
     Not nestable."""
     global _forced_plan
@@ -215,8 +215,8 @@ def _batch_split(batch):
     return 1
 
 
-def _chosen_plan(work, step_work, batch, inference):
-    if inference and batch == 1 and step_work is not None and step_work >= UNIT_SPLIT_WORK:
+def _chosen_plan(work, step_work, batch, forward):
+    if forward and batch == 1 and step_work is not None and step_work >= UNIT_SPLIT_WORK:
         threads = _batch_split(None)
         if threads > 1:
             return Plan(threads, _blas.small_matrix_kernels, 1, True)

@@ -275,7 +275,7 @@ class _RecurrentLayer(ParameterSet):
         # keeping both doubled a training step's peak memory.
         self._cache = _UNFINISHED_FORWARD
         with _threads.kernel_threads(self._work(n_steps, batch), self._step_work(batch),
-                                    batch, inference=not keep) as plan:
+                                    batch, forward=True) as plan:
             for layer in range(self.num_layers):
                 outputs = []
                 for direction in range(self.num_directions):

@@ -113,7 +113,7 @@ def test_blocked_layers_match_reference(cell, threads, k_chunks, monkeypatch):
         shapes.append(blocks.shape)
         return blocks
 
-    def plan(work=None, step_work=None, batch=None, inference=False):
+    def plan(work=None, step_work=None, batch=None, forward=False):
         return contextlib.nullcontext(_threads.Plan(min(threads, batch), True))
 
     monkeypatch.setattr(_cells, "_block_shape", forced_shape)
@@ -141,7 +141,7 @@ def test_blocked_float32_matches_unblocked(monkeypatch):
         dx, _ = layer.backward(np.ones_like(out))
         return out, dx
 
-    def plan(work=None, step_work=None, batch=None, inference=False):
+    def plan(work=None, step_work=None, batch=None, forward=False):
         return contextlib.nullcontext(_threads.Plan(1, blocked))
 
     monkeypatch.setattr(_threads, "kernel_threads", plan)

@@ -36,7 +36,7 @@ def test_no_grad_forward_equals_forward_with_grad(cell, path, monkeypatch):
         pytest.skip("needs two cores")
     blocked = path == "blocked"
 
-    def plan(work=None, step_work=None, batch=None, inference=False):
+    def plan(work=None, step_work=None, batch=None, forward=False):
         return contextlib.nullcontext(_threads.Plan(min(threads, batch), blocked))
 
     monkeypatch.setattr(_threads, "kernel_threads", plan)

@@ -1,7 +1,7 @@
-"""The unit split (one sequence's inference with its hidden units split across
-threads, engine._forward_unit_rows) agrees with the single-threaded kernels, and
-finishes when its threads run one after another (a waiting thread does the
-other blocks' steps)."""
+"""The unit split (one sequence's forward pass with its hidden units split across
+threads, engine._forward_unit_rows) agrees with the single-threaded kernels, in
+inference and in training (BPTT on the caches it leaves), and finishes when its
+threads run one after another (a waiting thread does the other blocks' steps)."""
 
 import numba
 import numpy as np
@@ -46,6 +46,41 @@ def test_unit_split_matches_single_thread(cell, dtype, hidden, n_steps, length):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
+def _train(layer, x, h0, lengths, d_out, **plan):
+    layer.zero_grad()
+    with _threads.observed_runs() as runs, _threads.forced_plan(**plan):
+        out, state = layer(x, h0, lengths=lengths)
+        dx, d_state = layer.backward(d_out)
+    grads = {name: grad.copy() for name, grad in layer.grads.items()}
+    return (out, dx, *_states(d_state)), grads, {run["product"] for run in runs
+                                                 if run["pass"] == "forward"}
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("hidden, n_steps, length", [(96, 17, 17), (64, 20, 11)])
+def test_unit_split_training_matches_single_thread(cell, hidden, n_steps, length):
+    """BPTT after a unit-split forward sees the caches of the batch layout: the
+    outputs, dx, dh0 (dc0) and every parameter gradient agree, forward and reverse
+    directions, full and padded lengths."""
+    layer = make_layer(cell, 5, hidden, num_layers=2, bidirectional=True, dtype=np.float64,
+                       seed=4)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((n_steps, 1, 5))
+    h0 = rng.standard_normal((4, 1, hidden))
+    if cell == "lstm":
+        h0 = (h0, 0.5 * h0)
+    d_out = rng.standard_normal((n_steps, 1, 2 * hidden))
+    ref, ref_grads, ref_paths = _train(layer, x, h0, [length], d_out, threads=1)
+    got, grads, paths = _train(layer, x, h0, [length], d_out, threads=2, split_units=True)
+    splits = cell != "gru_reset_before"
+    assert paths == ({"unit_split"} if splits else ref_paths)
+    assert "unit_split" not in ref_paths
+    for value, want in zip(got, ref):
+        np.testing.assert_allclose(value, want, rtol=1e-12, atol=1e-12)
+    for name, want in ref_grads.items():
+        np.testing.assert_allclose(grads[name], want, rtol=1e-11, atol=1e-11, err_msg=name)
+
+
 def test_unit_split_finishes_on_one_thread():
     """Two blocks whose chunks numba runs on one thread, one after the other: the
     first chunk must do the second block's steps while it waits for them."""
@@ -78,15 +113,15 @@ def test_unit_split_finishes_on_one_thread():
     np.testing.assert_allclose(out, ref_out, rtol=1e-12, atol=1e-12)
 
 
-def test_auto_plan_splits_units_only_for_one_sequence_without_grad(monkeypatch):
+def test_auto_plan_splits_units_only_for_the_forward_pass_of_one_sequence(monkeypatch):
     monkeypatch.setattr(_threads, "STRATEGY", "batch")
     monkeypatch.setattr(_threads, "_num_threads", 2)
     step_work = _threads.UNIT_SPLIT_WORK
-    with _threads.kernel_threads(1 << 30, step_work, 1, inference=True) as plan:
+    with _threads.kernel_threads(1 << 30, step_work, 1, forward=True) as plan:
         assert plan.split_units and plan.threads == 2
-    with _threads.kernel_threads(1 << 30, step_work, 1, inference=False) as plan:
+    with _threads.kernel_threads(1 << 30, step_work, 1, forward=False) as plan:
         assert not plan.split_units
-    with _threads.kernel_threads(1 << 30, step_work, 2, inference=True) as plan:
+    with _threads.kernel_threads(1 << 30, step_work, 2, forward=True) as plan:
         assert not plan.split_units
-    with _threads.kernel_threads(1 << 30, step_work - 1, 1, inference=True) as plan:
+    with _threads.kernel_threads(1 << 30, step_work - 1, 1, forward=True) as plan:
         assert not plan.split_units

@@ -146,16 +146,18 @@ def _forward(rows, dot_chunk, x, w_ih, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh,
 def _forward_unit_rows(chunk, n_chunks, w_hh, w_hh_t, w_blocks, bias, b_ih, b_hh, h0, c0,
                        lengths, reverse, one, gates, h_prev, extra, out, h_n, c_n, unit_state,
                        claims):
-    """The time loop of one sequence (B = 1, inference) with its H hidden units
+    """The time loop of one sequence (B = 1) with its H hidden units
     split into n_chunks blocks of w = H / n_chunks: each thread keeps its block's
     share of W_hh in its own cache for the whole sequence, where the batch split
     has one thread read all of it every step.
 
     The arguments are _forward's for the blocks as batch rows: gates (T, n, G*w),
     block k's gate columns in row k (the gate blocks of its units side by side);
-    bias, b_ih, b_hh (n*G*w,) in that order. w_hh (G*H, H), h0, c0, lengths,
-    out (T, 1, H), h_n and c_n are the sequence's own (w_hh_t and w_blocks go
-    unused: each block multiplies its rows of W_hh as stored). unit_state
+    bias, b_ih, b_hh (n*G*w,) in that order; extra (T, n, E*w) for BPTT (else
+    empty (0, n, .)) likewise, block k's cache of its units in row k. w_hh
+    (G*H, H), h0, c0, lengths, out (T, 1, H), h_n and c_n are the sequence's
+    own (w_hh_t, w_blocks and h_prev go unused: each block multiplies its rows
+    of W_hh as stored, and h_{t-1} is out's previous step). unit_state
     (n, G*w + w + S*w) holds each block's per-step product, h and c (S = 0 or 1
     blocks of cell state), its h and c set to h0's and c0's units; claims
     (n + 1,) int64 zeros is the hand-over: claims[0] counts the block steps
@@ -238,8 +240,8 @@ def _unit_block_step(block, step, n_valid, reverse, one, width, w_hh, bias, b_ih
     span = slice(block * g_width, (block + 1) * g_width)
     cell_forward_step(t, block, block + 1, block_lengths, one, gates, recurrent, bias[span],
                       b_ih[span], b_hh[span], state[g_width:g_width + width].reshape(1, width),
-                      state[g_width + width:].reshape(1, c_width), extra, False, block_out,
-                      w_hh, cell_scratch)
+                      state[g_width + width:].reshape(1, c_width), extra, extra.shape[0] > 0,
+                      block_out, w_hh, cell_scratch)
     atomic_add(claims, 0, 1)
 
 
