@@ -192,6 +192,17 @@ def _unit_order(vector_or_rows, n_gates, n_blocks):
     ).reshape(rows, *tail)
 
 
+def _batch_order(blocked, n_values):
+    """The inverse of _unit_order for a sequence's per-step values: (T, n, V*w),
+    block k's V blocks of its w units in row k, to the batch layout (T, 1, V*H)
+    (value block v of all H units together)."""
+    n_steps, n_blocks, row = blocked.shape
+    width = row // n_values if n_values else 0
+    return np.ascontiguousarray(
+        blocked.reshape(n_steps, n_blocks, n_values, width).swapaxes(1, 2)
+    ).reshape(n_steps, 1, n_values * n_blocks * width)
+
+
 class CellRunner:
     """Runs one cell kind's kernels (see fastrnn.cells for the spec)."""
 
@@ -266,22 +277,17 @@ class CellRunner:
                                  dot_chunk_address(dtype), *arguments)
         if not keep:
             return out, None
-        # BPTT's caches in the batch layout: the blocks' columns back in gate-major
-        # order, and h_{t-1} from the outputs.
-        def in_batch_order(blocked, n_values):
-            return np.ascontiguousarray(
-                blocked.reshape(n_steps, n_blocks, n_values, width).swapaxes(1, 2)
-            ).reshape(n_steps, 1, n_values * hidden)
+        # BPTT's caches in the batch layout, h_{t-1} taken from the outputs.
         n_valid = int(lengths[0])
         h_prev = np.zeros((n_steps, 1, hidden), dtype=dtype)
-        first = n_valid - 1 if reverse else 0
-        h_prev[first] = h0
         if reverse:
+            h_prev[n_valid - 1] = h0
             h_prev[:n_valid - 1] = out[1:n_valid]
         else:
+            h_prev[0] = h0
             h_prev[1:n_valid] = out[:n_valid - 1]
-        return out, (in_batch_order(gates, spec.n_gates), h_prev,
-                     in_batch_order(extra, spec.cache_width))
+        return out, (_batch_order(gates, spec.n_gates), h_prev,
+                     _batch_order(extra, spec.cache_width))
 
     def backward(self, cache, x, w_ih, w_hh, lengths, reverse, d_out, d_hn, d_cn,
                  clip_hidden, plan, dw_ih, dw_hh, db_ih, db_hh):

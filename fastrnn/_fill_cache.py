@@ -101,7 +101,7 @@ def _layer_calls(cell, dtype):
                 h0 = rng.standard_normal((1, small))
                 _run_layer(unbatched, rng.standard_normal((n_steps, _INPUT_SIZE)),
                            state=(h0, h0) if unbatched.has_cell_state else h0)
-    if parallel_threads() > 1:  # one sequence's inference split by hidden units
+    if parallel_threads() > 1:  # one sequence split by hidden units (training: the same kernel)
         with _threads.forced_plan(threads=parallel_threads(), split_units=True):
             split = layer_for_cell(cell, _INPUT_SIZE, _HIDDEN_SIZES[-1], dtype=dtype, seed=0)
             with no_grad():
