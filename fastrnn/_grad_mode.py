@@ -4,12 +4,20 @@ for inference, per thread, like torch.no_grad."""
 import contextlib
 import threading
 
-_state = threading.local()
+
+class _ThreadState(threading.local):
+    """Each thread's mode and the modes to restore; class defaults, so that a
+    thread that never entered no_grad reads them without a failed lookup."""
+    enabled = True
+    stack = None
+
+
+_state = _ThreadState()
 
 
 def is_grad_enabled():
     """False inside `no_grad()` on this thread."""
-    return getattr(_state, "enabled", True)
+    return _state.enabled
 
 
 class no_grad(contextlib.ContextDecorator):  # noqa: N801 (torch's spelling)
@@ -23,7 +31,7 @@ class no_grad(contextlib.ContextDecorator):  # noqa: N801 (torch's spelling)
     A class rather than a generator: entering costs a streaming call less."""
 
     def __enter__(self):
-        stack = getattr(_state, "stack", None)
+        stack = _state.stack
         if stack is None:
             stack = _state.stack = []
         stack.append(is_grad_enabled())

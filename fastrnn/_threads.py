@@ -63,6 +63,13 @@ def _layer():
     return _layer_name
 
 
+def start_threading_layer():
+    """Starts the threading layer (see _layer) if it is not yet: a kernel linked
+    against a parallel one and loaded from numba's cache must not run before it
+    (the parallel code's calls into the layer are resolved when it starts)."""
+    return _layer()
+
+
 def _after_fork_in_child():
     global _forked_after_openmp
     if _layer_name == "omp":
@@ -74,19 +81,20 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 _ENV_VAR = "FASTRNN_NUM_THREADS"
 
 
-def _max_threads():
+def max_threads():
+    """The most threads any call may use (NUMBA_NUM_THREADS)."""
     return numba.config.NUMBA_NUM_THREADS
 
 
 def _parse_env():
     raw = os.environ.get(_ENV_VAR)
     if raw is None or raw.strip() == "":
-        return _max_threads()
+        return max_threads()
     return _thread_count(int_from_text(raw, _ENV_VAR), _ENV_VAR)
 
 
 def _thread_count(n, name):
-    return int_in_range(n, name, 1, _max_threads(), " (the cores this process may use)")
+    return int_in_range(n, name, 1, max_threads(), " (the cores this process may use)")
 
 
 _num_threads = _parse_env()
@@ -133,6 +141,12 @@ STRATEGY = os.environ.get("FASTRNN_STRATEGY", "auto")
 # where the "batch" strategy would split a batch: each thread then reads its share
 # of W_hh from its own cache every step, and the threads hand h_t over each step.
 UNIT_SPLIT_WORK = 1 << 17
+# A single-step cell's call on a batch of one splits its products (rows of its
+# weights) across threads from this many multiply-adds, one thread for every
+# CELL_SHARE_WORK of them: each thread then reads its rows of the weights from
+# its own cache, and the call pays one parallel region's start.
+CELL_SPLIT_WORK = 1 << 17
+CELL_SHARE_WORK = 1 << 16
 if STRATEGY not in ("auto", "blas", "batch"):
     raise ValueError(f"FASTRNN_STRATEGY must be 'auto', 'blas' or 'batch', got {STRATEGY!r}")
 
@@ -169,6 +183,23 @@ def kernel_threads(work=None, step_work=None, batch=None, forward=False):
     return _applied(_chosen_plan(work, step_work, batch, forward))
 
 
+def cell_threads(batch, work):
+    """The threads one single-step cell call of `work` multiply-adds on `batch`
+    rows splits its products across (see CELL_SPLIT_WORK): 1 but for a batch of
+    one, where parallel regions start cheaply; forced_plan's `threads` in its body."""
+    if batch != 1:
+        return 1
+    if _forced_plan is not None:
+        threads = _forced_plan.threads
+    elif work < CELL_SPLIT_WORK:
+        return 1
+    else:
+        threads = min(_num_threads, work // CELL_SHARE_WORK)
+    if threads < 2 or _forked_after_openmp or _layer() not in _CHEAP_LAUNCH_LAYERS:
+        return 1
+    return threads
+
+
 @contextlib.contextmanager
 def forced_plan(threads=1, blocked=False, blas_threads=1, split_units=False):
     """Every kernel call in the body runs this plan, whatever its size and the
@@ -179,8 +210,8 @@ def forced_plan(threads=1, blocked=False, blas_threads=1, split_units=False):
     For tests, which must reach every path the kernels can take on any machine.
     Not nestable."""
     global _forced_plan
-    threads = int_in_range(threads, "threads", 1, _max_threads(), " (NUMBA_NUM_THREADS)")
-    blas_threads = int_in_range(blas_threads, "blas_threads", 1, _max_threads(),
+    threads = int_in_range(threads, "threads", 1, max_threads(), " (NUMBA_NUM_THREADS)")
+    blas_threads = int_in_range(blas_threads, "blas_threads", 1, max_threads(),
                                 " (NUMBA_NUM_THREADS)")
     if threads > 1 and blas_threads != 1:
         raise ValueError("blas_threads must be 1 when the batch is split (threads > 1)")

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _threads
 from ._grad_mode import is_grad_enabled
-from ._kernels.engine import step_work_size
+from ._kernels.engine import step_gradients_address, step_products_address, step_work_size
 from ._parameters import ParameterSet, state_pair
 from ._validate import (
     as_dtype,
@@ -75,28 +75,29 @@ class _StepCell(ParameterSet):
     def _step(self, x, h, c):
         """(h1, c1, unbatched) for one step; c and c1 are (B, 0) for cells without
         a cell state."""
-        if not (type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 2
-                and x.flags.c_contiguous and x.shape[0] == self._batch
-                and x.shape[1] == self.input_size and self._same_state(h, self._batch)
-                and self._same_state(c, self._batch)):
-            x, h, c, unbatched = self._checked(x, h, c)
+        dtype, state_shape = self.dtype, self._state_shape
+        if (type(x) is np.ndarray and x.shape == self._input_shape and x.dtype == dtype
+                and x.flags.c_contiguous and type(h) is np.ndarray and h.shape == state_shape
+                and h.dtype == dtype and h.flags.c_contiguous
+                and (c is self._no_cell_state
+                     or type(c) is np.ndarray and c.shape == state_shape and c.dtype == dtype
+                     and c.flags.c_contiguous)):
+            unbatched = False  # the arrays the last call took or returned: no checks needed
         else:
-            unbatched = False
-        batch = x.shape[0]
-        h1 = np.empty((batch, self.hidden_size), dtype=self.dtype)
-        c1 = np.empty_like(h1) if self.has_cell_state else self._no_cell_state
-        with _threads.kernel_threads(batch * self._weights_size, batch=1):
+            x, h, c, unbatched = self._checked(x, h, c)
+            state_shape = self._state_shape
+        batch = self._batch
+        h1 = np.empty(state_shape, dtype=dtype)
+        c1 = np.empty(state_shape, dtype=dtype) if self.has_cell_state else self._no_cell_state
+        work = batch * self._weights_size
+        threads = _threads.cell_threads(batch, work)
+        if _threads.observing():
+            _threads.report_run({"pass": "step_forward", "threads": threads, "batch": batch})
+        with _threads.kernel_threads(work, batch=1):
             self._spec.kernels.step_forward(x, self._flat_params, self._ones, h, c, self._work,
-                                            h1, c1)
+                                            h1, c1, threads, self._products_chunk)
         self._last = (batch, unbatched) if is_grad_enabled() else None
         return h1, c1, unbatched
-
-    def _same_state(self, state, batch):
-        """Whether `state` can go to the kernel as it is (what the last call returned)."""
-        width = self.hidden_size if state is not self._no_cell_state else 0
-        return (type(state) is np.ndarray and state.dtype == self.dtype and state.ndim == 2
-                and state.flags.c_contiguous and state.shape[0] == batch
-                and state.shape[1] == width)
 
     def _checked(self, x, h, c):
         x = float_array(x, "x", self.dtype)
@@ -135,11 +136,20 @@ class _StepCell(ParameterSet):
                                              spec.n_gates, spec.cache_width, spec.scratch_count),
                                     dtype=self.dtype)
         self._ones = np.ones(batch, dtype=np.int64)  # every row's "length" is this step
+        # Each thread's terms of dx and dh in a batch of one's backward.
+        self._partials = np.empty((_threads.max_threads(), self.input_size + self.hidden_size),
+                                  dtype=self.dtype)
+        if self._products_chunk is None:
+            _threads.start_threading_layer()
+            self._products_chunk = step_products_address(self.dtype)
         self._no_cell_state = np.empty((batch, 0), dtype=self.dtype)
         self._batch = batch
+        self._input_shape = (batch, self.input_size)
+        self._state_shape = (batch, self.hidden_size)
         self._last = None
 
-    _no_cell_state = None
+    _no_cell_state = _input_shape = _state_shape = None
+    _products_chunk = _gradients_chunk = None  # chunk entries' addresses, found on first use
 
     # ------------------------------------------------------------------- backward
     def _step_backward(self, d_h1, d_c1, max_norm, clip_value):
@@ -156,10 +166,16 @@ class _StepCell(ParameterSet):
         dx = np.empty((batch, self.input_size), dtype=self.dtype)
         dh = np.empty((batch, self.hidden_size), dtype=self.dtype)
         dc = np.empty_like(dh) if self.has_cell_state else self._no_cell_state
-        with _threads.kernel_threads(2 * batch * self._weights_size, batch=1):
+        work = 2 * batch * self._weights_size
+        threads = _threads.cell_threads(batch, work)
+        if _threads.observing():
+            _threads.report_run({"pass": "step_backward", "threads": threads, "batch": batch})
+        if self._gradients_chunk is None:
+            self._gradients_chunk = step_gradients_address(self.dtype)
+        with _threads.kernel_threads(work, batch=1):
             self._spec.kernels.step_backward(self._flat_params, self._flat_grads, self._ones,
                                              d_h1, d_c1, self._work, self.input_size, dx, dh,
-                                             dc)
+                                             dc, threads, self._gradients_chunk, self._partials)
         if not self.bias:
             self._flat_grads[self._weights_size:] = 0.0
         self._clip_grads(max_norm, clip_value)

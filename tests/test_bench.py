@@ -318,6 +318,32 @@ def test_model_loop_times_the_same_training_step_in_fastrnn_and_torch(capsys):
     assert len(rows) == 1 and rows[0].split()[-1].endswith("x"), rows
 
 
+# ----------------------------------------------------------- benchmarks/cells.py
+def test_cells_times_each_cell_and_mode_against_torch(capsys):
+    """One row per size, cell and mode, each with the ratio; the script checks
+    that torch's cell and fastrnn's give the same first step before timing."""
+    cells = load_benchmark_script("cells")
+    cells.main(["--sizes", "8,16", "--cells", "lstm,gru", "--repeats", "1", "--threads", "1"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()
+            if line.startswith(("lstm ", "gru "))]
+    assert [(row[0], row[1], row[2]) for row in rows] == [
+        (cell, mode, f"H={size}") for size in (8, 16) for cell in ("lstm", "gru")
+        for mode in ("inference", "train")]
+    assert all(row[-1].endswith("x") and float(row[-1][:-1]) > 0 for row in rows)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--cells", "lstm,lsmt"], "--cells: unknown lsmt"),
+    (["--modes", "infer"], "--modes: unknown infer"),
+    (["--sizes", "64,x"], "--sizes must be comma-separated integers"),
+    (["--sizes", "0"], "--sizes must be positive"), (["--repeats", "0"], "at least 1")])
+def test_cells_refuses_what_it_would_not_measure(arguments, message, capsys):
+    cells = load_benchmark_script("cells")
+    with pytest.raises(SystemExit):
+        cells.main(arguments)
+    assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--cells", "lstm,lsmt"], "--cells: unknown lsmt"), (["--repeats", "0"], "at least 1")])
 def test_model_loop_refuses_what_it_would_not_measure(arguments, message, capsys):

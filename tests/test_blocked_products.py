@@ -99,7 +99,7 @@ def test_blocked_layers_match_reference(cell, threads, k_chunks, monkeypatch):
     """Forces two row chunks and four column blocks per product (forward W_hh^T
     and BPTT W_hh), or four column blocks only, on the single-threaded kernels
     and on the batch split, whatever BLAS this is."""
-    if threads > _threads._max_threads():
+    if threads > _threads.max_threads():
         pytest.skip("needs two cores")
     shapes = []
 

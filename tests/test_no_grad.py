@@ -32,7 +32,7 @@ def _assert_same(got, want):
 @pytest.mark.parametrize("cell", CELLS)
 def test_no_grad_forward_equals_forward_with_grad(cell, path, monkeypatch):
     threads = 1 if path == "serial" else 2
-    if threads > _threads._max_threads():
+    if threads > _threads.max_threads():
         pytest.skip("needs two cores")
     blocked = path == "blocked"
 

@@ -42,7 +42,7 @@ def _run(cell, force_parallel, monkeypatch, threads):
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("cell", CELLS)
 def test_parallel_kernels_match_serial_kernels(cell, threads, monkeypatch):
-    if threads > _threads._max_threads():
+    if threads > _threads.max_threads():
         # tests/conftest.py raises NUMBA_NUM_THREADS to 3 unless the user set it lower
         pytest.skip(f"NUMBA_NUM_THREADS is below {threads}")
     threads_before = fastrnn.get_num_threads()
@@ -64,7 +64,7 @@ def test_parallel_kernels_match_serial_kernels(cell, threads, monkeypatch):
 def test_blas_threads_follow_problem_size(work, step_work, blas_threads, monkeypatch):
     from fastrnn import _blas
 
-    if not _blas.controllable or _threads._max_threads() < 2:
+    if not _blas.controllable or _threads.max_threads() < 2:
         pytest.skip("needs a controllable BLAS and two cores")
     monkeypatch.setattr(_threads, "STRATEGY", "blas")
     threads_before = fastrnn.get_num_threads()
@@ -109,7 +109,7 @@ def test_auto_strategy_splits_the_batch_where_products_run_blocked(
     small-matrix BLAS kernels and a threading layer that starts regions cheaply."""
     from fastrnn import _blas
 
-    if not _blas.controllable or _threads._max_threads() < 2:
+    if not _blas.controllable or _threads.max_threads() < 2:
         pytest.skip("needs a controllable BLAS and two cores")
     monkeypatch.setattr(_threads, "STRATEGY", "auto")
     monkeypatch.setattr(_blas, "small_matrix_kernels", small_kernels)

@@ -144,6 +144,73 @@ def test_stepping_a_sequence_matches_the_sequence_layer(cell):
         np.testing.assert_allclose(h, out[t], rtol=0, atol=1e-13)
 
 
+def _step_results(layer, x, h, c, d_h1, d_c1):
+    """Outputs, input and state gradients, and parameter gradients of one step."""
+    layer.zero_grad()
+    lstm = layer.has_cell_state
+    h1, c1 = _call(layer, x, h, c if lstm else None)
+    dx, dh, dc = _backward(layer, d_h1, d_c1 if lstm else None)
+    return {"h1": h1, "c1": c1, "dx": dx, "dh": dh, "dc": dc,
+            **{name: grad.copy() for name, grad in layer.grads.items()}}
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["one_thread", "two_threads"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_a_batch_of_one_matches_the_batched_products(cell, threads):
+    """A batch of one runs its products as loops over row shares of the weights,
+    on one thread or split (the threads' shares end inside a gate block, and for
+    the classic GRU inside the block against r * h); a batch of three runs them
+    through BLAS. Its first row, the others' output gradients zero, gives the same
+    outputs and gradients."""
+    from fastrnn import _threads
+
+    if threads > _threads.max_threads():
+        pytest.skip("needs two numba threads (NUMBA_NUM_THREADS)")
+    inputs, hidden = 11, 37  # 2-4 gate blocks of 37 rows: shares of 16-row multiples
+    rng = np.random.default_rng(list(CELLS).index(cell))
+    layer = CELLS[cell](inputs, hidden, dtype=np.float64, seed=4)
+    x = rng.standard_normal((3, inputs))
+    h, c = rng.standard_normal((3, hidden)), rng.standard_normal((3, hidden))
+    d_h1, d_c1 = rng.standard_normal((3, hidden)), rng.standard_normal((3, hidden))
+    d_h1[1:] = d_c1[1:] = 0.0
+    batched = _step_results(layer, x, h, c, d_h1, d_c1)
+    with _threads.observed_runs() as runs, _threads.forced_plan(threads=threads):
+        single = _step_results(layer, x[0], h[0], c[0], d_h1[0], d_c1[0])
+    assert [(run["pass"], run["threads"], run["batch"]) for run in runs] == [
+        ("step_forward", threads, 1), ("step_backward", threads, 1)]
+    for name, value in single.items():
+        if value is None:
+            assert batched[name] is None
+            continue
+        want = batched[name] if name in layer.grads else batched[name][0]
+        np.testing.assert_allclose(value, want, rtol=0, atol=1e-12, err_msg=name)
+
+
+_CACHED_STEP_SCRIPT = """
+import sys
+import numpy as np
+import fastrnn
+fastrnn.LSTMCell(3, 4, dtype=sys.argv[1])(np.ones(3))
+print("stepped")
+"""
+
+
+def test_a_cached_step_kernel_runs_in_a_new_process(tmp_path):
+    """The step kernels are linked against the parallel launcher. One compiled in
+    a process that loaded the launcher from numba's cache, then loaded from the
+    cache by a process that had not started its threading layer, crashed it.
+    New processes on one cache: float64 compiles the launcher, float32 loads it
+    and compiles its step kernel, float32 again loads that."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path),
+               PYTHONPATH=os.path.dirname(tests) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for dtype in ("float64", "float32", "float32"):
+        result = subprocess.run([sys.executable, "-c", _CACHED_STEP_SCRIPT, dtype],
+                                capture_output=True, text=True, timeout=600, env=env)
+        assert result.returncode == 0 and result.stdout.strip() == "stepped", \
+            (dtype, result.returncode, result.stderr[-3000:])
+
+
 def test_cells_accumulate_zero_grad_and_load_state_dict():
     rng = np.random.default_rng(1)
     layer = fastrnn.LSTMCell(I, H, dtype=np.float64, seed=1)
@@ -272,9 +339,10 @@ cells = {"RNNCell": fastrnn.RNNCell(16, 32), "LSTMCell": fastrnn.LSTMCell(16, 32
          "GRUCell": fastrnn.GRUCell(16, 32),
          "GRUCell_reset_before": fastrnn.GRUCell(16, 32, reset_after=False)}
 for name, cell in cells.items():
-    x = np.ones((2, 16), dtype=np.float32)
-    state = cell(x)
-    print(name, *allocations(lambda: cell(x, state)))
+    for batch in (2, 1):  # BLAS products; the row loops of a batch of one
+        x = np.ones((batch, 16), dtype=np.float32)
+        state = cell(x)
+        print(f"{name}_b{batch}", *allocations(lambda: cell(x, state)))
 """
 
 
@@ -290,7 +358,8 @@ def test_a_step_allocates_nothing_inside_the_kernel():
     assert result.returncode == 0, result.stderr[-3000:]
     counts = {name: (int(a), int(m)) for name, a, m in
               (line.split() for line in result.stdout.splitlines())}
-    cells = ["RNNCell", "LSTMCell", "GRUCell", "GRUCell_reset_before"]
+    cells = [f"{name}_b{batch}" for name in ("RNNCell", "LSTMCell", "GRUCell",
+                                             "GRUCell_reset_before") for batch in (2, 1)]
     assert list(counts) == ["arguments", *cells]
     assert counts["arguments"][0] > 0  # the counter counts
     for name in cells:
