@@ -96,6 +96,7 @@ class _StepCell(ParameterSet):
         with _threads.kernel_threads(work, batch=1):
             self._spec.kernels.step_forward(x, self._flat_params, self._ones, h, c, self._work,
                                             h1, c1, threads, self._products_chunk)
+        _threads.cell_call_done(threads)
         self._last = (batch, unbatched) if is_grad_enabled() else None
         return h1, c1, unbatched
 
@@ -176,6 +177,7 @@ class _StepCell(ParameterSet):
             self._spec.kernels.step_backward(self._flat_params, self._flat_grads, self._ones,
                                              d_h1, d_c1, self._work, self.input_size, dx, dh,
                                              dc, threads, self._gradients_chunk, self._partials)
+        _threads.cell_call_done(threads)
         if not self.bias:
             self._flat_grads[self._weights_size:] = 0.0
         self._clip_grads(max_norm, clip_value)

@@ -364,3 +364,36 @@ def test_a_step_allocates_nothing_inside_the_kernel():
     assert counts["arguments"][0] > 0  # the counter counts
     for name in cells:
         assert counts[name] == counts["arguments"], name
+
+
+def test_a_cell_call_splits_only_in_a_burst(monkeypatch):
+    """Without a forced plan, a batch of one splits its products only from the
+    third of calls that follow each other closely, or while the last split call's
+    workers still spin; isolated calls, larger batches and small cells run on one
+    thread (on a clock the test sets)."""
+    import types
+
+    from fastrnn import _threads
+
+    if _threads.max_threads() < 2 or _threads.start_threading_layer() not in ("omp", "tbb"):
+        pytest.skip("needs two numba threads under OpenMP or TBB")
+    clock = [100.0]
+    monkeypatch.setattr(_threads, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(_threads, "_num_threads", 2)
+    for name in ("_cell_last_end", "_cell_last_split_end", "_cell_burst"):  # restored after
+        monkeypatch.setattr(_threads, name, getattr(_threads, name))
+    work = 4 * _threads.CELL_SPLIT_WORK
+
+    def call(gap, batch=1, work=work):
+        clock[0] += gap
+        threads = _threads.cell_threads(batch, work)
+        clock[0] += 10e-6
+        _threads.cell_call_done(threads)
+        return threads
+
+    burst_gap, spin = _threads.CELL_BURST_GAP, _threads.CELL_SPIN_WINDOW
+    assert [call(1.0), call(burst_gap / 10), call(burst_gap / 10), call(burst_gap / 10)] == \
+        [1, 1, 2, 2]
+    assert call((burst_gap + spin) / 2) == 2  # past the burst gap, the workers still spin
+    assert call(2 * spin) == 1  # they went to sleep: one thread again
+    assert [call(burst_gap / 10, batch=3), call(burst_gap / 10, work=work // 8)] == [1, 1]
