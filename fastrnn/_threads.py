@@ -152,9 +152,12 @@ UNIT_SPLIT_WORK = 1 << 17
 # _SPIN_COUNT). A worker that went to sleep took 30-700 us to wake on the 2-core
 # development VM, more than the split saves: calls spaced by 0.5 ms or more ran
 # 1.3-4.5x slower split (LSTM H = 256), a training step with clipping between
-# calls up to 3x.
-CELL_SPLIT_WORK = 1 << 17
-CELL_SHARE_WORK = 1 << 16
+# calls up to 3x. Even in bursts the split stalls whenever the other core is
+# busy or taken by the hypervisor: in fastrnn.bench's alternating samples the
+# same LSTM H = 256 call ran 0.47x to 1.36x split in two runs, H = 384 1.59-1.67x
+# in three; so the split starts where its gain outweighs such stalls.
+CELL_SPLIT_WORK = 1 << 20
+CELL_SHARE_WORK = 1 << 19
 CELL_BURST_GAP = 50e-6
 CELL_BURST_CALLS = 3
 CELL_SPIN_WINDOW = 200e-6

@@ -380,8 +380,9 @@ def test_a_cell_call_splits_only_in_a_burst(monkeypatch):
     clock = [100.0]
     monkeypatch.setattr(_threads, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
     monkeypatch.setattr(_threads, "_num_threads", 2)
-    for name in ("_cell_last_end", "_cell_last_split_end", "_cell_burst"):  # restored after
-        monkeypatch.setattr(_threads, name, getattr(_threads, name))
+    for name, start in (("_cell_last_end", -1.0), ("_cell_last_split_end", -1.0),
+                        ("_cell_burst", 0)):  # restored after the test
+        monkeypatch.setattr(_threads, name, start)
     work = 4 * _threads.CELL_SPLIT_WORK
 
     def call(gap, batch=1, work=work):
