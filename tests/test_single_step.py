@@ -157,11 +157,11 @@ def _step_results(layer, x, h, c, d_h1, d_c1):
 @pytest.mark.parametrize("threads", [1, 2], ids=["one_thread", "two_threads"])
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_a_batch_of_one_matches_the_batched_products(cell, threads):
-    """A batch of one runs its products as loops over row shares of the weights,
-    on one thread or split (the threads' shares end inside a gate block, and for
-    the classic GRU inside the block against r * h); a batch of three runs them
-    through BLAS. Its first row, the others' output gradients zero, gives the same
-    outputs and gradients."""
+    """A batch of one on one thread runs its products through BLAS, as a batch of
+    three does; split across two, as loops over row shares of the weights (the
+    shares end inside a gate block, and for the classic GRU inside the block
+    against r * h). The batch of three's first row, the others' output gradients
+    zero, gives the same outputs and gradients."""
     from fastrnn import _threads
 
     if threads > _threads.max_threads():

@@ -386,9 +386,9 @@ def _cell_forward(x, params, lengths, h, c, work, h1, c1, n_threads, products_ch
     """One time step of the single-step cells: h1 (and c1) from x (B, I) and the
     state h (B, H), c (B, S). params holds W_ih, W_hh, b_ih, b_hh flat in that
     order; `work` (see _step_views) keeps what _cell_backward needs, and
-    lengths (B,) are ones. A batch of one runs its products as
-    _step_products_chunk (at `products_chunk`, step_products_address) split
-    across n_threads threads; larger batches, as BLAS products on this one."""
+    lengths (B,) are ones. With n_threads > 1 (a batch of one) the products
+    run as _step_products_chunk (at `products_chunk`, step_products_address)
+    split across the threads; else as BLAS products on this one."""
     batch, input_size = x.shape
     hidden = h.shape[1]
     w_ih, w_hh, b_ih, b_hh = _param_views(params, input_size, hidden)
@@ -400,22 +400,16 @@ def _cell_forward(x, params, lengths, h, c, work, h1, c1, n_threads, products_ch
     copy_rows(c, c1, 0)
     for k in range(bias.shape[0]):
         bias[k] = b_ih[k] + b_hh[k]
-    if batch == 1:
-        _run_step_chunks(products_chunk, n_threads,
-                         pack((x_kept[0], w_ih, gates[0, 0], h_kept[0], w_hh, recurrent[0])))
+    if n_threads > 1:
+        if batch != 1:
+            raise ValueError("_cell_forward: only a batch of one splits its products")
+        launch_parallel(products_chunk, n_threads,
+                        pack((x_kept[0], w_ih, gates[0, 0], h_kept[0], w_hh, recurrent[0])))
     else:
         matmul(x, w_ih, gates[0], False, True, False)
         matmul(h, w_hh, recurrent, False, True, False)
     cell_forward_step(0, 0, batch, lengths, x.dtype.type(1.0), gates, recurrent, bias, b_ih,
                       b_hh, h1, c1, extra, True, h1.reshape((1, batch, hidden)), w_hh, scratch)
-
-
-@helper
-def _run_step_chunks(address, n_threads, payload):
-    if n_threads > 1:
-        launch_parallel(address, n_threads, payload)
-    else:
-        launch_serial(address, 1, payload)
 
 
 def _step_products_chunk(chunk, n_chunks, x, w_ih, gates, h, w_hh, recurrent):
@@ -434,11 +428,11 @@ _STEP_ROW_ALIGNMENT = 16
 def _cell_backward(params, grads, lengths, d_h1, d_c1, work, input_size, dx, dh, dc,
                    n_threads, gradients_chunk, partials):
     """BPTT through the last _cell_forward: dx, dh, dc from dL/dh1 and dL/dc1;
-    accumulates the parameter gradients into grads (laid out as params). A
-    batch of one runs its products as _step_gradients_chunk (at
-    `gradients_chunk`, step_gradients_address) split across n_threads threads,
-    each summing its rows' terms of dx and dh into its row of partials (at
-    least n_threads rows of I + H)."""
+    accumulates the parameter gradients into grads (laid out as params). With
+    n_threads > 1 (a batch of one) the products run as _step_gradients_chunk (at
+    `gradients_chunk`, step_gradients_address) split across the threads, each
+    summing its rows' terms of dx and dh into its row of partials (at least
+    n_threads rows of I + H); else as BLAS products on this one."""
     batch, hidden = d_h1.shape
     w_ih, w_hh, _, _ = _param_views(params, input_size, hidden)
     dw_ih, dw_hh, db_ih, db_hh = _param_views(grads, input_size, hidden)
@@ -452,16 +446,17 @@ def _cell_backward(params, grads, lengths, d_h1, d_c1, work, input_size, dx, dh,
     through_weight = d_total  # free once the cell's step has read it
     width = d_gates.shape[2]
     first = width - GATED_STATE_BLOCKS * hidden
-    if batch == 1:
-        if n_threads > partials.shape[0]:
-            raise ValueError("_cell_backward: partials has fewer rows than n_threads")
+    if n_threads > 1:
+        if batch != 1 or n_threads > partials.shape[0]:
+            raise ValueError("_cell_backward: only a batch of one splits its products, "
+                             "each thread with a row of partials")
         # The weight side's gate gradients go into the forward's product, free now.
         weight_side = recurrent
         copy_rows(d_gates[0], weight_side, 0)
         cell_recurrent_grads(weight_side.reshape((1, batch, width)), gates)
         through_side = d_hidden if RECURRENT_GRADS_DIFFER else d_gates[0]
         gated = extra[0] if GATED_STATE_BLOCKS else h_kept
-        _run_step_chunks(gradients_chunk, n_threads, pack((
+        launch_parallel(gradients_chunk, n_threads, pack((
             first, d_gates[0, 0], weight_side[0], through_side[0], x_kept[0], h_kept[0], gated[0],
             w_ih, w_hh, dw_ih, dw_hh, db_ih, db_hh, partials)))
         for k in range(input_size):
@@ -483,7 +478,7 @@ def _cell_backward(params, grads, lengths, d_h1, d_c1, work, input_size, dx, dh,
                 dh[row, j] += through_weight[row, j]
             else:
                 dh[row, j] = through_weight[row, j]
-    if batch == 1:
+    if n_threads > 1:
         return
     matmul(d_gates[0], w_ih, dx, False, False, False)
     matmul(d_gates[0], x_kept, dw_ih, True, False, True)

@@ -1,9 +1,10 @@
 """Products of a single row (a batch of one) with a weight, as vectorised loops.
 
-For one row, a loop LLVM vectorises runs as fast as OpenBLAS's GEMV (faster on
-weights that fit in L2), and it can run on any range of the weight's rows from
-several threads at once, without BLAS's own threads: the single-step cells split
-a batch of one's products so, each thread on its own rows of the weights.
+For one row, a loop LLVM vectorises runs about as fast as OpenBLAS's GEMV
+(faster on small weights, slower on those that do not fit in L2), and it can run
+on any range of the weight's rows from several threads at once, without BLAS's
+own threads: the single-step cells split a batch of one's products so, each
+thread on its own rows of the weights.
 
 w is (N, K) with contiguous rows; vectors are 1-D; every range [start, stop)
 lies inside w's rows (the caller's to ensure). No views, no allocation.
