@@ -28,7 +28,6 @@ fastrnn safely, each call running on all of fastrnn's cores in turn.
 import contextlib
 import os
 import threading
-import time
 from typing import NamedTuple
 
 import numba
@@ -62,13 +61,6 @@ def _layer():
                 del os.environ[_SPIN_VARIABLE]
         _layer_name = numba.threading_layer()
     return _layer_name
-
-
-def start_threading_layer():
-    """Starts the threading layer (see _layer) if it is not yet: a kernel linked
-    against a parallel one and loaded from numba's cache must not run before it
-    (the parallel code's calls into the layer are resolved when it starts)."""
-    return _layer()
 
 
 def _after_fork_in_child():
@@ -142,25 +134,6 @@ STRATEGY = os.environ.get("FASTRNN_STRATEGY", "auto")
 # where the "batch" strategy would split a batch: each thread then reads its share
 # of W_hh from its own cache every step, and the threads hand h_t over each step.
 UNIT_SPLIT_WORK = 1 << 17
-# A single-step cell's call on a batch of one splits its products (rows of its
-# weights) across threads from this many multiply-adds, one thread for every
-# CELL_SHARE_WORK of them: each thread then reads its rows of the weights from
-# its own cache, and the call pays one parallel region's start. Only in a burst
-# of calls, though: from the CELL_BURST_CALLS-th call that starts within
-# CELL_BURST_GAP seconds of the previous one's end, and while the last split call
-# ended under CELL_SPIN_WINDOW ago (its idle worker threads still spin, see
-# _SPIN_COUNT). A worker that went to sleep took 30-700 us to wake on the 2-core
-# development VM, more than the split saves: calls spaced by 0.5 ms or more ran
-# 1.3-4.5x slower split (LSTM H = 256), a training step with clipping between
-# calls up to 3x. Even in bursts the split stalls whenever the other core is
-# busy or taken by the hypervisor: in fastrnn.bench's alternating samples the
-# same LSTM H = 256 call ran 0.47x to 1.36x split in two runs, H = 384 1.59-1.67x
-# in three; so the split starts where its gain outweighs such stalls.
-CELL_SPLIT_WORK = 1 << 20
-CELL_SHARE_WORK = 1 << 19
-CELL_BURST_GAP = 50e-6
-CELL_BURST_CALLS = 3
-CELL_SPIN_WINDOW = 200e-6
 if STRATEGY not in ("auto", "blas", "batch"):
     raise ValueError(f"FASTRNN_STRATEGY must be 'auto', 'blas' or 'batch', got {STRATEGY!r}")
 
@@ -195,43 +168,6 @@ def kernel_threads(work=None, step_work=None, batch=None, forward=False):
     if work is not None and work < SERIAL_WORK:
         return _UNTOUCHED  # a plain object: streaming calls skip the generator's cost
     return _applied(_chosen_plan(work, step_work, batch, forward))
-
-
-# Of the single-step cells' calls (all cells, all Python threads: a hint, not
-# state that must be exact): when the last ended, when the last split one did,
-# and how many calls in a row started within CELL_BURST_GAP of the previous end.
-_cell_last_end = _cell_last_split_end = -1.0
-_cell_burst = 0
-
-
-def cell_threads(batch, work):
-    """The threads one single-step cell call of `work` multiply-adds on `batch`
-    rows splits its products across (see CELL_SPLIT_WORK): 1 but for a batch of
-    one in a burst of calls, where parallel regions start cheaply; forced_plan's
-    `threads` in its body. The caller reports the call's end to cell_call_done."""
-    global _cell_burst
-    if batch != 1:
-        return 1
-    if _forced_plan is not None:
-        threads = _forced_plan.threads
-    else:
-        now = time.perf_counter()
-        _cell_burst = _cell_burst + 1 if now - _cell_last_end < CELL_BURST_GAP else 0
-        if work < CELL_SPLIT_WORK or (_cell_burst < CELL_BURST_CALLS - 1
-                                      and now - _cell_last_split_end > CELL_SPIN_WINDOW):
-            return 1
-        threads = min(_num_threads, work // CELL_SHARE_WORK)
-    if threads < 2 or _forked_after_openmp or _layer() not in _CHEAP_LAUNCH_LAYERS:
-        return 1
-    return threads
-
-
-def cell_call_done(threads):
-    """Notes that a single-step cell call run on `threads` threads has ended."""
-    global _cell_last_end, _cell_last_split_end
-    _cell_last_end = time.perf_counter()
-    if threads > 1:
-        _cell_last_split_end = _cell_last_end
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _threads
 from ._grad_mode import is_grad_enabled
-from ._kernels.engine import step_gradients_address, step_products_address, step_work_size
+from ._kernels.engine import step_work_size
 from ._parameters import ParameterSet, state_pair
 from ._validate import (
     as_dtype,
@@ -89,14 +89,9 @@ class _StepCell(ParameterSet):
         batch = self._batch
         h1 = np.empty(state_shape, dtype=dtype)
         c1 = np.empty(state_shape, dtype=dtype) if self.has_cell_state else self._no_cell_state
-        work = batch * self._weights_size
-        threads = _threads.cell_threads(batch, work)
-        if _threads.observing():
-            _threads.report_run({"pass": "step_forward", "threads": threads, "batch": batch})
-        with _threads.kernel_threads(work, batch=1):
+        with _threads.kernel_threads(batch * self._weights_size, batch=1):
             self._spec.kernels.step_forward(x, self._flat_params, self._ones, h, c, self._work,
-                                            h1, c1, threads, self._products_chunk)
-        _threads.cell_call_done(threads)
+                                            h1, c1)
         self._last = (batch, unbatched) if is_grad_enabled() else None
         return h1, c1, unbatched
 
@@ -137,12 +132,6 @@ class _StepCell(ParameterSet):
                                              spec.n_gates, spec.cache_width, spec.scratch_count),
                                     dtype=self.dtype)
         self._ones = np.ones(batch, dtype=np.int64)  # every row's "length" is this step
-        # Each thread's terms of dx and dh in a batch of one's backward.
-        self._partials = np.empty((_threads.max_threads(), self.input_size + self.hidden_size),
-                                  dtype=self.dtype)
-        if self._products_chunk is None:
-            _threads.start_threading_layer()
-            self._products_chunk = step_products_address(self.dtype)
         self._no_cell_state = np.empty((batch, 0), dtype=self.dtype)
         self._batch = batch
         self._input_shape = (batch, self.input_size)
@@ -150,7 +139,6 @@ class _StepCell(ParameterSet):
         self._last = None
 
     _no_cell_state = _input_shape = _state_shape = None
-    _products_chunk = _gradients_chunk = None  # chunk entries' addresses, found on first use
 
     # ------------------------------------------------------------------- backward
     def _step_backward(self, d_h1, d_c1, max_norm, clip_value):
@@ -167,17 +155,10 @@ class _StepCell(ParameterSet):
         dx = np.empty((batch, self.input_size), dtype=self.dtype)
         dh = np.empty((batch, self.hidden_size), dtype=self.dtype)
         dc = np.empty_like(dh) if self.has_cell_state else self._no_cell_state
-        work = 2 * batch * self._weights_size
-        threads = _threads.cell_threads(batch, work)
-        if _threads.observing():
-            _threads.report_run({"pass": "step_backward", "threads": threads, "batch": batch})
-        if self._gradients_chunk is None:
-            self._gradients_chunk = step_gradients_address(self.dtype)
-        with _threads.kernel_threads(work, batch=1):
+        with _threads.kernel_threads(2 * batch * self._weights_size, batch=1):
             self._spec.kernels.step_backward(self._flat_params, self._flat_grads, self._ones,
                                              d_h1, d_c1, self._work, self.input_size, dx, dh,
-                                             dc, threads, self._gradients_chunk, self._partials)
-        _threads.cell_call_done(threads)
+                                             dc)
         if not self.bias:
             self._flat_grads[self._weights_size:] = 0.0
         self._clip_grads(max_norm, clip_value)

@@ -144,73 +144,6 @@ def test_stepping_a_sequence_matches_the_sequence_layer(cell):
         np.testing.assert_allclose(h, out[t], rtol=0, atol=1e-13)
 
 
-def _step_results(layer, x, h, c, d_h1, d_c1):
-    """Outputs, input and state gradients, and parameter gradients of one step."""
-    layer.zero_grad()
-    lstm = layer.has_cell_state
-    h1, c1 = _call(layer, x, h, c if lstm else None)
-    dx, dh, dc = _backward(layer, d_h1, d_c1 if lstm else None)
-    return {"h1": h1, "c1": c1, "dx": dx, "dh": dh, "dc": dc,
-            **{name: grad.copy() for name, grad in layer.grads.items()}}
-
-
-@pytest.mark.parametrize("threads", [1, 2], ids=["one_thread", "two_threads"])
-@pytest.mark.parametrize("cell", list(CELLS))
-def test_a_batch_of_one_matches_the_batched_products(cell, threads):
-    """A batch of one on one thread runs its products through BLAS, as a batch of
-    three does; split across two, as loops over row shares of the weights (the
-    shares end inside a gate block, and for the classic GRU inside the block
-    against r * h). The batch of three's first row, the others' output gradients
-    zero, gives the same outputs and gradients."""
-    from fastrnn import _threads
-
-    if threads > _threads.max_threads():
-        pytest.skip("needs two numba threads (NUMBA_NUM_THREADS)")
-    inputs, hidden = 11, 37  # 2-4 gate blocks of 37 rows: shares of 16-row multiples
-    rng = np.random.default_rng(list(CELLS).index(cell))
-    layer = CELLS[cell](inputs, hidden, dtype=np.float64, seed=4)
-    x = rng.standard_normal((3, inputs))
-    h, c = rng.standard_normal((3, hidden)), rng.standard_normal((3, hidden))
-    d_h1, d_c1 = rng.standard_normal((3, hidden)), rng.standard_normal((3, hidden))
-    d_h1[1:] = d_c1[1:] = 0.0
-    batched = _step_results(layer, x, h, c, d_h1, d_c1)
-    with _threads.observed_runs() as runs, _threads.forced_plan(threads=threads):
-        single = _step_results(layer, x[0], h[0], c[0], d_h1[0], d_c1[0])
-    assert [(run["pass"], run["threads"], run["batch"]) for run in runs] == [
-        ("step_forward", threads, 1), ("step_backward", threads, 1)]
-    for name, value in single.items():
-        if value is None:
-            assert batched[name] is None
-            continue
-        want = batched[name] if name in layer.grads else batched[name][0]
-        np.testing.assert_allclose(value, want, rtol=0, atol=1e-12, err_msg=name)
-
-
-_CACHED_STEP_SCRIPT = """
-import sys
-import numpy as np
-import fastrnn
-fastrnn.LSTMCell(3, 4, dtype=sys.argv[1])(np.ones(3))
-print("stepped")
-"""
-
-
-def test_a_cached_step_kernel_runs_in_a_new_process(tmp_path):
-    """The step kernels are linked against the parallel launcher. One compiled in
-    a process that loaded the launcher from numba's cache, then loaded from the
-    cache by a process that had not started its threading layer, crashed it.
-    New processes on one cache: float64 compiles the launcher, float32 loads it
-    and compiles its step kernel, float32 again loads that."""
-    tests = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path),
-               PYTHONPATH=os.path.dirname(tests) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for dtype in ("float64", "float32", "float32"):
-        result = subprocess.run([sys.executable, "-c", _CACHED_STEP_SCRIPT, dtype],
-                                capture_output=True, text=True, timeout=600, env=env)
-        assert result.returncode == 0 and result.stdout.strip() == "stepped", \
-            (dtype, result.returncode, result.stderr[-3000:])
-
-
 def test_cells_accumulate_zero_grad_and_load_state_dict():
     rng = np.random.default_rng(1)
     layer = fastrnn.LSTMCell(I, H, dtype=np.float64, seed=1)
@@ -304,6 +237,29 @@ def test_errors_name_the_argument():
         layer.backward((np.ones((B, H)), None), max_norm=-1.0)
 
 
+def test_states_that_differ_from_the_last_call_are_checked():
+    """After a call, the next one skips the checks only for arrays of the last
+    call's shapes, dtype and layout: any other state is checked (or converted)."""
+    layer = fastrnn.LSTMCell(I, H, dtype=np.float32, seed=0)
+    x = np.ones((B, I), dtype=np.float32)
+    h, c = layer(x)
+    for name, state in (("h", (np.ones((B, H + 1), np.float32), c)),
+                        ("h", (np.ones((B + 1, H), np.float32), c)),
+                        ("c", (h, np.ones((B, H - 1), np.float32))),
+                        ("c", (h, np.ones((B, H, 1), np.float32)))):
+        with pytest.raises(ValueError, match=f"^{name} "):
+            layer(x, state)
+    want = layer(x, (h, c))
+    for state in ((h.astype(np.float64), c), (h, np.asfortranarray(np.tile(c, (1, 1))[:, ::-1])
+                                               [:, ::-1])):
+        np.testing.assert_array_equal(layer(x, state)[0], want[0])
+    rnn = fastrnn.RNNCell(I, H, dtype=np.float32)
+    state = rnn(x)
+    with pytest.raises(ValueError, match="^h "):
+        rnn(x, np.ones((B, H + 1), np.float32))
+    np.testing.assert_array_equal(rnn(x, state.astype(np.float64)), rnn(x, state))
+
+
 def test_inputs_of_other_dtypes_and_layouts_give_the_same_numbers():
     rng = np.random.default_rng(4)
     layer = fastrnn.GRUCell(I, H, dtype=np.float32, seed=1)
@@ -339,7 +295,7 @@ cells = {"RNNCell": fastrnn.RNNCell(16, 32), "LSTMCell": fastrnn.LSTMCell(16, 32
          "GRUCell": fastrnn.GRUCell(16, 32),
          "GRUCell_reset_before": fastrnn.GRUCell(16, 32, reset_after=False)}
 for name, cell in cells.items():
-    for batch in (2, 1):  # BLAS products; the row loops of a batch of one
+    for batch in (2, 1):
         x = np.ones((batch, 16), dtype=np.float32)
         state = cell(x)
         print(f"{name}_b{batch}", *allocations(lambda: cell(x, state)))
@@ -365,36 +321,3 @@ def test_a_step_allocates_nothing_inside_the_kernel():
     for name in cells:
         assert counts[name] == counts["arguments"], name
 
-
-def test_a_cell_call_splits_only_in_a_burst(monkeypatch):
-    """Without a forced plan, a batch of one splits its products only from the
-    third of calls that follow each other closely, or while the last split call's
-    workers still spin; isolated calls, larger batches and small cells run on one
-    thread (on a clock the test sets)."""
-    import types
-
-    from fastrnn import _threads
-
-    if _threads.max_threads() < 2 or _threads.start_threading_layer() not in ("omp", "tbb"):
-        pytest.skip("needs two numba threads under OpenMP or TBB")
-    clock = [100.0]
-    monkeypatch.setattr(_threads, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
-    monkeypatch.setattr(_threads, "_num_threads", 2)
-    for name, start in (("_cell_last_end", -1.0), ("_cell_last_split_end", -1.0),
-                        ("_cell_burst", 0)):  # restored after the test
-        monkeypatch.setattr(_threads, name, start)
-    work = 4 * _threads.CELL_SPLIT_WORK
-
-    def call(gap, batch=1, work=work):
-        clock[0] += gap
-        threads = _threads.cell_threads(batch, work)
-        clock[0] += 10e-6
-        _threads.cell_call_done(threads)
-        return threads
-
-    burst_gap, spin = _threads.CELL_BURST_GAP, _threads.CELL_SPIN_WINDOW
-    assert [call(1.0), call(burst_gap / 10), call(burst_gap / 10), call(burst_gap / 10)] == \
-        [1, 1, 2, 2]
-    assert call((burst_gap + spin) / 2) == 2  # past the burst gap, the workers still spin
-    assert call(2 * spin) == 1  # they went to sleep: one thread again
-    assert [call(burst_gap / 10, batch=3), call(burst_gap / 10, work=work // 8)] == [1, 1]

@@ -52,7 +52,6 @@ REFERENCE = "tests/test_layers_reference.py::test_matches_reference"
 PADDED = "tests/test_layers_reference.py::test_padded_steps_give_zero_output_and_zero_dx"
 CLIP_KEYWORDS = "tests/test_layers_reference.py::test_clipping_keywords_match_reference_clip"
 PLANS = "tests/test_plans.py::test_every_plan_matches_the_reference"
-SINGLE_ROW = "tests/test_single_step.py::test_a_batch_of_one_matches_the_batched_products"
 PARALLEL = "tests/test_parallel_path.py::test_parallel_kernels_match_serial_kernels"
 OPTIM = "tests/test_optim.py::test_matches_numpy_reference"
 PROPERTIES = "tests/test_layers_properties.py"
@@ -291,28 +290,11 @@ MUTANTS = (
            ("tests/test_layers_reference.py::"
             "test_small_batch_large_hidden_matches_reference[rnn_tanh]",
             f"{PLANS}[rnn_tanh-serial-weight-major-full-noclip-float64]")),
-    Mutant("param-grads-column-split", "fastrnn/_kernels/sequence.py",
-           "chunk_bounds(chunk, n_chunks, (rows + unit - 1) // unit)",
-           "chunk_bounds(chunk, n_chunks, rows // unit)",
-           "splits in multiples of 16 rows (weight gradients by gate columns, a single-step "
-           "batch of one) drop the last partial 16",
+    Mutant("param-grads-column-split", "fastrnn/_kernels/engine.py",
+           "units = (n_gates + 15) // 16", "units = n_gates // 16",
+           "weight gradients split by gate columns drop the last partial 16 columns",
            ("tests/test_gemm.py::test_parameter_gradients_accumulate_like_numpy",
-            f"{PLANS}[gru-batch2-grads-by-gate-columns-full-noclip-float64]",
-            f"{SINGLE_ROW}[lstm-two_threads]")),
-    Mutant("step-backward-partial-sums", "fastrnn/_kernels/engine.py",
-           "        for chunk in range(1, n_threads):", "        for chunk in range(1, 1):",
-           "a split single-step backward keeps only the first thread's terms of dx and dh",
-           (f"{SINGLE_ROW}[rnn_tanh-two_threads]",)),
-    Mutant("step-backward-gated-rows", "fastrnn/_kernels/engine.py",
-           "add_outer_rows(weight_side, h, dw_hh, start, min(stop, first))",
-           "add_outer_rows(weight_side, h, dw_hh, start, stop)",
-           "a single-step batch of one takes the classic GRU's n rows of dW_hh against h too",
-           (f"{SINGLE_ROW}[gru_reset_before-two_threads]",)),
-    Mutant("rows-times-vector-tail", "fastrnn/_kernels/row_products.py",
-           "        total = zero\n", "        total = w[row, 0] * vector[0]\n",
-           "a batch of one's product counts the first input twice in the rows past the "
-           "last four",
-           (f"{SINGLE_ROW}[rnn_tanh-two_threads]",)),
+            f"{PLANS}[gru-batch2-grads-by-gate-columns-full-noclip-float64]")),
     Mutant("narrow-rows-dot-first-input", "fastrnn/_kernels/sequence.py",
            "            for i in range(1, inputs):", "            for i in range(0, inputs):",
            "the narrow input projection adds the first input's product twice",

@@ -55,10 +55,8 @@ from ._jit import (
 from .atomics import atomic_add, atomic_load, compare_and_swap, spin_pause
 from .gemm import matmul, row_times_row_blocks
 from .native import argument_types, compiled_address, launch_parallel, launch_serial, pack, unpack
-from .row_products import add_outer_rows, add_rows_combination, rows_times_vector
 from .sequence import (
     add_column_sums,
-    aligned_chunk_bounds,
     batch_chunks,
     blocked_product,
     chunk_bounds,
@@ -382,13 +380,11 @@ def _param_views(params, input_size, hidden):
             params[w_hh_end:w_hh_end + width], params[w_hh_end + width:w_hh_end + 2 * width])
 
 
-def _cell_forward(x, params, lengths, h, c, work, h1, c1, n_threads, products_chunk):
+def _cell_forward(x, params, lengths, h, c, work, h1, c1):
     """One time step of the single-step cells: h1 (and c1) from x (B, I) and the
     state h (B, H), c (B, S). params holds W_ih, W_hh, b_ih, b_hh flat in that
     order; `work` (see _step_views) keeps what _cell_backward needs, and
-    lengths (B,) are ones. With n_threads > 1 (a batch of one) the products
-    run as _step_products_chunk (at `products_chunk`, step_products_address)
-    split across the threads; else as BLAS products on this one."""
+    lengths (B,) are ones."""
     batch, input_size = x.shape
     hidden = h.shape[1]
     w_ih, w_hh, b_ih, b_hh = _param_views(params, input_size, hidden)
@@ -400,75 +396,27 @@ def _cell_forward(x, params, lengths, h, c, work, h1, c1, n_threads, products_ch
     copy_rows(c, c1, 0)
     for k in range(bias.shape[0]):
         bias[k] = b_ih[k] + b_hh[k]
-    if n_threads > 1:
-        if batch != 1:
-            raise ValueError("_cell_forward: only a batch of one splits its products")
-        launch_parallel(products_chunk, n_threads,
-                        pack((x_kept[0], w_ih, gates[0, 0], h_kept[0], w_hh, recurrent[0])))
-    else:
-        matmul(x, w_ih, gates[0], False, True, False)
-        matmul(h, w_hh, recurrent, False, True, False)
+    matmul(x, w_ih, gates[0], False, True, False)
+    matmul(h, w_hh, recurrent, False, True, False)
     cell_forward_step(0, 0, batch, lengths, x.dtype.type(1.0), gates, recurrent, bias, b_ih,
                       b_hh, h1, c1, extra, True, h1.reshape((1, batch, hidden)), w_hh, scratch)
 
 
-def _step_products_chunk(chunk, n_chunks, x, w_ih, gates, h, w_hh, recurrent):
-    """One thread's share of a single-step call's products for a batch of one:
-    its gate rows of x W_ih^T (into gates) and of h W_hh^T (into recurrent)."""
-    start, stop = aligned_chunk_bounds(chunk, n_chunks, w_ih.shape[0], _STEP_ROW_ALIGNMENT)
-    rows_times_vector(w_ih, x, gates, start, stop)
-    rows_times_vector(w_hh, h, recurrent, start, stop)
-
-
-# Gate rows a thread's share of a single-step call starts at a multiple of: 16
-# float32 values make a cache line, which two threads' outputs then never share.
-_STEP_ROW_ALIGNMENT = 16
-
-
-def _cell_backward(params, grads, lengths, d_h1, d_c1, work, input_size, dx, dh, dc,
-                   n_threads, gradients_chunk, partials):
+def _cell_backward(params, grads, lengths, d_h1, d_c1, work, input_size, dx, dh, dc):
     """BPTT through the last _cell_forward: dx, dh, dc from dL/dh1 and dL/dc1;
-    accumulates the parameter gradients into grads (laid out as params). With
-    n_threads > 1 (a batch of one) the products run as _step_gradients_chunk (at
-    `gradients_chunk`, step_gradients_address) split across the threads, each
-    summing its rows' terms of dx and dh into its row of partials (at least
-    n_threads rows of I + H); else as BLAS products on this one."""
+    accumulates the parameter gradients into grads (laid out as params)."""
     batch, hidden = d_h1.shape
     w_ih, w_hh, _, _ = _param_views(params, input_size, hidden)
     dw_ih, dw_hh, db_ih, db_hh = _param_views(grads, input_size, hidden)
-    x_kept, h_kept, gates, extra, recurrent, d_total, d_gates, d_hidden, _, scratch = \
-        _step_views(work, batch, input_size, hidden)
+    x_kept, h_kept, gates, extra, _, d_total, d_gates, d_hidden, _, scratch = _step_views(
+        work, batch, input_size, hidden)
     copy_rows(d_h1, d_total, 0)
     copy_rows(d_c1, dc, 0)
     cell_backward_step(0, 0, batch, lengths, d_h1.dtype.type(1.0), d_total, gates,
                        h_kept.reshape((1, batch, hidden)), extra, d_gates, d_hidden, dh, dc,
                        w_hh, scratch)
     through_weight = d_total  # free once the cell's step has read it
-    width = d_gates.shape[2]
-    first = width - GATED_STATE_BLOCKS * hidden
-    if n_threads > 1:
-        if batch != 1 or n_threads > partials.shape[0]:
-            raise ValueError("_cell_backward: only a batch of one splits its products, "
-                             "each thread with a row of partials")
-        # The weight side's gate gradients go into the forward's product, free now.
-        weight_side = recurrent
-        copy_rows(d_gates[0], weight_side, 0)
-        cell_recurrent_grads(weight_side.reshape((1, batch, width)), gates)
-        through_side = d_hidden if RECURRENT_GRADS_DIFFER else d_gates[0]
-        gated = extra[0] if GATED_STATE_BLOCKS else h_kept
-        launch_parallel(gradients_chunk, n_threads, pack((
-            first, d_gates[0, 0], weight_side[0], through_side[0], x_kept[0], h_kept[0], gated[0],
-            w_ih, w_hh, dw_ih, dw_hh, db_ih, db_hh, partials)))
-        for k in range(input_size):
-            dx[0, k] = partials[0, k]
-        for j in range(hidden):
-            through_weight[0, j] = partials[0, input_size + j]
-        for chunk in range(1, n_threads):
-            for k in range(input_size):
-                dx[0, k] += partials[chunk, k]
-            for j in range(hidden):
-                through_weight[0, j] += partials[chunk, input_size + j]
-    elif RECURRENT_GRADS_DIFFER:
+    if RECURRENT_GRADS_DIFFER:
         matmul(d_hidden, w_hh, through_weight, False, False, False)
     else:
         matmul(d_gates[0], w_hh, through_weight, False, False, False)
@@ -478,38 +426,16 @@ def _cell_backward(params, grads, lengths, d_h1, d_c1, work, input_size, dx, dh,
                 dh[row, j] += through_weight[row, j]
             else:
                 dh[row, j] = through_weight[row, j]
-    if n_threads > 1:
-        return
     matmul(d_gates[0], w_ih, dx, False, False, False)
+    width = d_gates.shape[2]
     matmul(d_gates[0], x_kept, dw_ih, True, False, True)
     add_column_sums(d_gates[0], 0, batch, 0, width, db_ih)
     cell_recurrent_grads(d_gates, gates)
+    first = width - GATED_STATE_BLOCKS * hidden
     matmul(d_gates[0][:, :first], h_kept, dw_hh[:first], True, False, True)
     if GATED_STATE_BLOCKS:
         matmul(d_gates[0][:, first:], extra[0], dw_hh[first:], True, False, True)
     add_column_sums(d_gates[0], 0, batch, 0, width, db_hh)
-
-
-def _step_gradients_chunk(chunk, n_chunks, first, d_gates, weight_side, through_side, x, h,
-                          gated, w_ih, w_hh, dw_ih, dw_hh, db_ih, db_hh, partials):
-    """One thread's share of a single-step call's products in BPTT for a batch
-    of one, over its gate rows: those rows of the weight and bias gradients (the
-    rows of W_hh from `first` on against the gated state, the others against h),
-    and their terms of dx = dG W_ih and of the recurrent path dG' W_hh, into
-    partials[chunk] (dx's I values, then the H values)."""
-    start, stop = aligned_chunk_bounds(chunk, n_chunks, w_ih.shape[0], _STEP_ROW_ALIGNMENT)
-    input_size = w_ih.shape[1]
-    terms = partials[chunk]
-    for k in range(terms.shape[0]):
-        terms[k] = 0.0
-    add_rows_combination(w_ih, d_gates, terms[:input_size], start, stop)
-    add_rows_combination(w_hh, through_side, terms[input_size:], start, stop)
-    add_outer_rows(d_gates, x, dw_ih, start, stop)
-    add_outer_rows(weight_side, h, dw_hh, start, min(stop, first))
-    add_outer_rows(weight_side, gated, dw_hh, max(start, first), stop)
-    for row in range(start, stop):
-        db_ih[row] += d_gates[row]
-        db_hh[row] += weight_side[row]
 
 
 def _param_grads(d_gates, inputs, d_weight, d_bias, n_threads, chunk_address):
@@ -550,7 +476,9 @@ def _param_grads_chunk(chunk, n_chunks, by_rows, sums, d_gates, inputs, d_weight
     n_rows, n_gates = d_gates.shape
     inner = inputs.shape[1]
     if not by_rows:
-        start, stop = aligned_chunk_bounds(chunk, n_chunks, n_gates, 16)
+        units = (n_gates + 15) // 16
+        start, stop = chunk_bounds(chunk, n_chunks, units)
+        start, stop = min(16 * start, n_gates), min(16 * stop, n_gates)
         _weight_gradient(d_gates[:, start:stop], inputs, d_weight[start:stop], True)
         add_column_sums(d_gates, 0, n_rows, start, stop, d_bias)
         return
@@ -702,23 +630,6 @@ def grads_chunk_address(dtype):
     flag, matrix = numba_types.boolean, _c_array(dtype, 2)
     return chunk_entry(_shared_chunk_kernel(_param_grads_chunk), numba_types.Tuple(
         (flag, flag, matrix, matrix, matrix, _c_array(dtype, 1), _c_array(dtype, 3), matrix)))
-
-
-@functools.cache
-def step_products_address(dtype):
-    """The chunk entry of _step_products_chunk for `dtype` (see _cell_forward)."""
-    vector, matrix = _c_array(dtype, 1), _c_array(dtype, 2)
-    return chunk_entry(_shared_chunk_kernel(_step_products_chunk), numba_types.Tuple(
-        (vector, matrix, vector, vector, matrix, vector)))
-
-
-@functools.cache
-def step_gradients_address(dtype):
-    """The chunk entry of _step_gradients_chunk for `dtype` (see _cell_backward):
-    compiled on first use, so that streaming inference compiles none of it."""
-    vector, matrix = _c_array(dtype, 1), _c_array(dtype, 2)
-    return chunk_entry(_shared_chunk_kernel(_step_gradients_chunk), numba_types.Tuple(
-        (numba_types.intp,) + (vector,) * 6 + (matrix,) * 4 + (vector, vector, matrix)))
 
 
 def _c_array(dtype, ndim):

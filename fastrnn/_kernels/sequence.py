@@ -165,13 +165,6 @@ def chunk_bounds(chunk, n_chunks, rows):
 
 
 @helper
-def aligned_chunk_bounds(chunk, n_chunks, rows, unit):
-    """Rows [start, stop) of slice `chunk` when slices start at multiples of `unit`."""
-    start, stop = chunk_bounds(chunk, n_chunks, (rows + unit - 1) // unit)
-    return min(unit * start, rows), min(unit * stop, rows)
-
-
-@helper
 def batch_chunks(n_threads, batch):
     """How many batch slices the recurrence runs on (each needs at least one row)."""
     return max(1, min(n_threads, batch))
