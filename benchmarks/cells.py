@@ -80,12 +80,15 @@ def main(argv=None):
         parser.error(f"--sizes must be comma-separated integers, got {args.sizes!r}")
     if not sizes or min(sizes) < 1:
         parser.error(f"--sizes must be positive integers, got {args.sizes!r}")
-    cells, modes = args.cells.split(","), args.modes.split(",")
-    for name, chosen, known in (("cells", cells, bench.CELLS), ("modes", modes, CELL_STEP_MODES)):
-        unknown = [value for value in chosen if value not in known]
-        if unknown:
-            parser.error(f"--{name}: unknown {', '.join(unknown)} (expected some of "
-                         f"{', '.join(known)})")
+    try:
+        cells = bench.parse_cells(args.cells)
+    except ValueError as error:
+        parser.error(str(error))
+    modes = args.modes.split(",")
+    unknown = [mode for mode in modes if mode not in CELL_STEP_MODES]
+    if unknown:
+        parser.error(f"--modes: unknown {', '.join(unknown)} (expected some of "
+                     f"{', '.join(CELL_STEP_MODES)})")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     restore = bench.set_threads(args.threads or fastrnn.get_num_threads())
